@@ -1,0 +1,1 @@
+"""Judge prompt templates (markdown), shipped with the package as em_tasks.judges."""

@@ -1,0 +1,430 @@
+"""The one Hugging Face backend: loading, chat templates (text and images) and batched generation.
+
+Every model front end in em-tasks (the inspect providers, the lm-eval models, the study tools) holds an
+:class:`HFBackend`. It loads text models with ``AutoModelForCausalLM`` + tokenizer and VLMs with
+``AutoModelForImageTextToText`` + ``AutoProcessor`` (transformers falls back to the PIL image processors where
+torchvision is missing), renders conversations with the model's own chat template, and generates in left-padded
+batches. Concurrent async callers are gathered into batches by a small queue, so inspect's parallel samples share
+forward passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from em_tasks.models.sources import ModelSource, offline, resolve_source
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_MAX_NEW_TOKENS = 600
+# How long the batcher waits for more concurrent requests before running a partial batch.
+DEFAULT_GATHER_SECONDS = 0.05
+
+Message = dict[str, Any]
+"""A chat message in transformers' format: ``{"role": ..., "content": str | list[part]}``, where an image part is
+``{"type": "image", "image": PIL.Image}``."""
+
+
+class ImageInputError(ValueError):
+    """An image could not be read, or was sent to a model that cannot take images."""
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Generation settings; requests with equal params can share a batch."""
+
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token with its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class GenResult:
+    """One completion."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    stop_reason: str  # "stop" | "max_tokens"
+    logprobs: list[TokenLogprob] | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _Pending:
+    messages: list[Message]
+    params: GenParams
+    future: asyncio.Future[GenResult]
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """``auto`` means bfloat16 (on this kind of CPU bf16 generation beats fp32, and GPUs prefer it too)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16
+    try:
+        value = getattr(torch, str(dtype))
+    except AttributeError:
+        value = None
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"Unknown dtype '{dtype}': use auto, bfloat16, float16 or float32")
+    return value
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFBackend:
+    """A loaded model plus its processor, with chat templating and batched generation.
+
+    Args:
+        name: Short name (``default``, ``default-vlm``), a ``.gguf`` file, a model folder, or a hub id.
+        dtype: ``auto`` (bfloat16), ``float32``, ...
+        device: ``cpu``, ``cuda``, ``cuda:1``...; default: cuda when available.
+        batch_size: Most requests generated together.
+        gather_seconds: How long to wait for concurrent requests before running a partial batch.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        dtype: str | torch.dtype | None = "auto",
+        device: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        gather_seconds: float = DEFAULT_GATHER_SECONDS,
+    ) -> None:
+        self.source: ModelSource = resolve_source(name)
+        self.device = device or default_device()
+        self.dtype = resolve_dtype(dtype, self.device)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.gather_seconds = gather_seconds
+        self.model, self.processor, self.tokenizer, self.is_vlm = _load(self.source, self.dtype, self.device)
+        self.model.eval()
+        self._queue: list[_Pending] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # one forward pass at a time, whatever thread asks
+
+    # --- info -------------------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def info(self) -> dict[str, Any]:
+        """Facts for eval logs: what was loaded, from where, and any caveat."""
+        return {
+            "model": self.source.name,
+            "path": self.source.path,
+            "class": type(self.model).__name__,
+            "vlm": self.is_vlm,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": self.device,
+            **self.source.info,
+        }
+
+    # --- prompts ----------------------------------------------------------------------------------------
+
+    def render(self, messages: Sequence[Message]) -> tuple[str, list[Any]]:
+        """Apply the model's chat template; return the prompt text and the images in order of appearance."""
+        images = [part["image"] for m in messages if isinstance(m["content"], list) for part in m["content"]
+                  if part.get("type") == "image"]
+        if images and not self.is_vlm:
+            raise ImageInputError(
+                f"Model '{self.name}' is a text-only model ({type(self.model).__name__}) and this sample has "
+                f"{len(images)} image(s). Image-grounded tasks need a vision-language model, e.g. "
+                "em-hf/default-vlm (pipeline check) or em-hf/google/gemma-3-4b-it."
+            )
+        if self.is_vlm:
+            chat = [_with_image_placeholders(m) for m in messages]
+            text = self.processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        else:
+            chat = [_flatten_text(m) for m in messages]
+            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return text, images
+
+    def encode(self, conversations: Sequence[Sequence[Message]]) -> dict[str, torch.Tensor]:
+        """Tokenise a batch of conversations (left-padded), images included, on the model's device."""
+        texts, images = zip(*(self.render(c) for c in conversations), strict=True)
+        # the chat template already wrote the special tokens (bos...), so the tokenizer must not add them again
+        kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt", "add_special_tokens": False}
+        if self.is_vlm:
+            if any(images):
+                if not all(images):
+                    raise ImageInputError("A batch must be all image prompts or all text prompts")
+                batch = self.processor(text=list(texts), images=[list(i) for i in images], **kwargs)
+            else:
+                batch = self.processor(text=list(texts), **kwargs)
+        else:
+            batch = self.tokenizer(list(texts), **kwargs)
+        out = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device)
+                if value.is_floating_point():
+                    value = value.to(self.dtype)
+                out[key] = value
+        return out
+
+    # --- generation -------------------------------------------------------------------------------------
+
+    def generate_batch(self, conversations: Sequence[Sequence[Message]], params: GenParams) -> list[GenResult]:
+        """Generate one completion per conversation, in one batch (synchronous)."""
+        from transformers.generation import StopStringCriteria
+
+        start = time.monotonic()
+        with self._lock, torch.inference_mode():
+            inputs = self.encode(conversations)
+            kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "return_dict_in_generate": True}
+            sample = params.temperature is None or params.temperature > 0
+            kwargs["do_sample"] = sample
+            if sample:
+                if params.temperature is not None:
+                    kwargs["temperature"] = params.temperature
+                if params.top_p is not None:
+                    kwargs["top_p"] = params.top_p
+                if params.top_k is not None:
+                    kwargs["top_k"] = params.top_k
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            if params.stop:
+                kwargs["stopping_criteria"] = [StopStringCriteria(self.tokenizer, list(params.stop))]
+            if params.logprobs:
+                kwargs["output_logits"] = True
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            kwargs["pad_token_id"] = self.tokenizer.pad_token_id
+            out = self.model.generate(**inputs, **kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        new_tokens = out.sequences[:, prompt_len:]
+        seconds = time.monotonic() - start
+        eos = _eos_ids(self.model, self.tokenizer)
+        results = []
+        for i in range(new_tokens.shape[0]):
+            ids = new_tokens[i].tolist()
+            n = len(ids)
+            stop_reason = "max_tokens"
+            for j, tok in enumerate(ids):
+                if tok in eos:
+                    n, stop_reason = j, "stop"
+                    break
+            text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+            text, stopped = _cut_at_stop(text, params.stop)
+            if stopped:
+                stop_reason = "stop"
+            logprobs = _token_logprobs(out.logits, i, ids[:n], self.tokenizer, params.top_logprobs) \
+                if params.logprobs and out.logits is not None else None
+            prompt_tokens = int(inputs["attention_mask"][i].sum()) if "attention_mask" in inputs else prompt_len
+            results.append(GenResult(text, prompt_tokens, n, stop_reason, logprobs, seconds))
+        return results
+
+    async def generate(self, messages: list[Message], params: GenParams) -> GenResult:
+        """Generate one completion; concurrent calls are gathered into batches of up to ``batch_size``."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[GenResult] = loop.create_future()
+        self._queue.append(_Pending(messages, params, future))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            await asyncio.sleep(self.gather_seconds)
+            batch = self._take_batch()
+            try:
+                results = await asyncio.to_thread(self.generate_batch, [p.messages for p in batch], batch[0].params)
+            except Exception as ex:
+                if len(batch) == 1:
+                    _settle(batch[0], error=ex)
+                    continue
+                # one bad sample (a corrupt image, say) must not fail its batch-mates: retry them one by one
+                for p in batch:
+                    try:
+                        _settle(p, result=(await asyncio.to_thread(self.generate_batch, [p.messages], p.params))[0])
+                    except Exception as solo_ex:
+                        _settle(p, error=solo_ex)
+                continue
+            for p, r in zip(batch, results, strict=True):
+                _settle(p, result=r)
+
+    def _take_batch(self) -> list[_Pending]:
+        """Take up to batch_size requests that share params and modality, oldest first."""
+        key = (self._queue[0].params, _has_images(self._queue[0].messages))
+        batch = [p for p in self._queue if (p.params, _has_images(p.messages)) == key][: self.batch_size]
+        for p in batch:
+            self._queue.remove(p)
+        return batch
+
+
+def _settle(pending: _Pending, result: GenResult | None = None, error: BaseException | None = None) -> None:
+    if pending.future.done():
+        return
+    if error is not None:
+        pending.future.set_exception(error)
+    else:
+        pending.future.set_result(result)  # type: ignore[arg-type]
+
+
+# --- loading ------------------------------------------------------------------------------------------------
+
+_CACHE: dict[tuple[Any, ...], HFBackend] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_backend(name: str, **kwargs: Any) -> HFBackend:
+    """A process-wide shared backend per (name, settings), so one set of weights serves every caller."""
+    key = (name, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = HFBackend(name, **kwargs)
+        return _CACHE[key]
+
+
+def _is_vlm_config(config: Any) -> bool:
+    from transformers import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+    return hasattr(config, "vision_config") and type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+
+def _load(source: ModelSource, dtype: torch.dtype, device: str) -> tuple[Any, Any, Any, bool]:
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+    )
+
+    local_only = source.local or offline()
+    try:
+        config = AutoConfig.from_pretrained(source.path, local_files_only=local_only)
+    except OSError as ex:
+        where = "local folder" if source.local else "hub id (offline: only the local HF cache was searched)" \
+            if local_only else "hub id"
+        raise FileNotFoundError(
+            f"Could not load model '{source.name}' ({where}: {source.path}): {ex}. Pass a model folder, a .gguf "
+            "file, a hub id you can reach, or em-hf/default / em-hf/default-vlm for the embedded models."
+        ) from ex
+    is_vlm = _is_vlm_config(config)
+    loader = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+    model = loader.from_pretrained(source.path, dtype=dtype, local_files_only=local_only).to(device)
+    if is_vlm:
+        processor = AutoProcessor.from_pretrained(source.path, local_files_only=local_only)
+        tokenizer = processor.tokenizer
+    else:
+        processor = tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=local_only)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None and getattr(processor, "chat_template", None) is None:
+        raise ValueError(
+            f"Model '{source.name}' has no chat template; em-tasks sends chat conversations. Use an instruction-"
+            "tuned model (its tokenizer_config.json / chat_template.jinja carries the template)."
+        )
+    return model, processor, tokenizer, is_vlm
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+
+def load_image(data: str) -> Any:
+    """Open an image given as a data URI, base64 text or a local file path, as RGB PIL."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if data.startswith("data:"):
+            raw = base64.b64decode(data.split(",", 1)[1], validate=False)
+            img = Image.open(io.BytesIO(raw))
+        elif data.startswith(("http://", "https://")):
+            raise ImageInputError(f"Image URLs are not fetched (offline backend): {data[:80]}; embed the image.")
+        elif Path(data).is_file():
+            img = Image.open(data)
+        else:
+            img = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        img.load()
+        return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, binascii.Error, ValueError, IndexError) as ex:
+        if isinstance(ex, ImageInputError):
+            raise
+        raise ImageInputError(f"Could not read image ({data[:48]}...): {ex}. Re-render or replace the image.") from ex
+
+
+def _has_images(messages: Sequence[Message]) -> bool:
+    return any(isinstance(m["content"], list) and any(p.get("type") == "image" for p in m["content"])
+               for m in messages)
+
+
+def _flatten_text(message: Message) -> Message:
+    content = message["content"]
+    if isinstance(content, list):
+        content = "".join(p["text"] for p in content if p.get("type") == "text")
+    return {"role": message["role"], "content": content}
+
+
+def _with_image_placeholders(message: Message) -> Message:
+    """Content as a list of parts (what VLM templates expect), images as bare placeholders."""
+    content = message["content"]
+    if isinstance(content, str):
+        parts = [{"type": "text", "text": content}]
+    else:
+        parts = [{"type": "image"} if p.get("type") == "image" else {"type": "text", "text": p["text"]}
+                 for p in content]
+    return {"role": message["role"], "content": parts}
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _token_logprobs(
+    logits: Sequence[torch.Tensor], row: int, ids: list[int], tokenizer: Any, top: int
+) -> list[TokenLogprob]:
+    result = []
+    for step, tok in enumerate(ids):
+        lp = torch.log_softmax(logits[step][row].float(), dim=-1)
+        alternatives: list[tuple[str, float]] = []
+        if top > 0:
+            values, indices = lp.topk(min(top, lp.shape[-1]))
+            alternatives = [(tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=True)]
+        result.append(TokenLogprob(tokenizer.decode([tok]), float(lp[tok]), alternatives))
+    return result

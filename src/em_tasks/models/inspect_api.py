@@ -1,0 +1,166 @@
+"""inspect-ai model provider ``em-hf`` over the shared HF backend.
+
+``--model em-hf/<name>`` where name is ``default``, ``default-vlm``, a ``.gguf`` file, a model folder or a hub id.
+Model args (``-M``): ``batch_size`` (16), ``dtype`` (auto = bfloat16), ``device`` (cuda when available),
+``gather_seconds`` (0.05). Unlike inspect's own ``hf`` provider it takes images (``ContentImage``), so
+image-grounded evals of local VLMs work.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from inspect_ai._util.content import ContentImage, ContentReasoning, ContentText
+from inspect_ai.model import (
+    ChatCompletionChoice,
+    ChatMessage,
+    ChatMessageAssistant,
+    GenerateConfig,
+    Logprob,
+    Logprobs,
+    ModelAPI,
+    ModelOutput,
+    ModelUsage,
+    TopLogprob,
+)
+from inspect_ai.tool import ToolChoice, ToolInfo
+
+from em_tasks.models.backend import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_GATHER_SECONDS,
+    DEFAULT_MAX_NEW_TOKENS,
+    GenParams,
+    GenResult,
+    HFBackend,
+    Message,
+    get_backend,
+    load_image,
+)
+
+logger = logging.getLogger(__name__)
+
+BACKEND_ARGS = ("batch_size", "dtype", "device", "gather_seconds")
+
+_warned: set[str] = set()
+
+
+class EmHFAPI(ModelAPI):
+    """Inspect ModelAPI that generates with an :class:`HFBackend` (text models and VLMs)."""
+
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        config: GenerateConfig = GenerateConfig(),
+        **model_args: Any,
+    ) -> None:
+        super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
+        unknown = sorted(set(model_args) - set(BACKEND_ARGS))
+        if unknown:
+            raise ValueError(f"em-hf: unknown model arg(s) {unknown}; known: {', '.join(BACKEND_ARGS)}")
+        self.backend: HFBackend = get_backend(
+            model_name,
+            batch_size=int(model_args.get("batch_size", DEFAULT_BATCH_SIZE)),
+            dtype=model_args.get("dtype", "auto"),
+            device=model_args.get("device"),
+            gather_seconds=float(model_args.get("gather_seconds", DEFAULT_GATHER_SECONDS)),
+        )
+        note = self.backend.info().get("note")
+        if note and model_name not in _warned:
+            _warned.add(model_name)
+            logger.warning(note)
+
+    async def generate(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> ModelOutput:
+        if tools:
+            raise NotImplementedError("em-hf does not implement tool calling")
+        result = await self.backend.generate(to_hf_messages(input), gen_params(config))
+        return to_model_output(result, self.model_name, self.backend.info())
+
+    def max_tokens(self) -> int | None:
+        return DEFAULT_MAX_NEW_TOKENS
+
+    def max_connections(self) -> int:
+        # two batches' worth in flight: one generating, the next one filling up
+        return 2 * self.backend.batch_size
+
+    def collapse_user_messages(self) -> bool:
+        return True
+
+    def collapse_assistant_messages(self) -> bool:
+        return True
+
+
+def gen_params(config: GenerateConfig) -> GenParams:
+    """Inspect's GenerateConfig as backend generation settings."""
+    return GenParams(
+        max_new_tokens=config.max_tokens or DEFAULT_MAX_NEW_TOKENS,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        seed=config.seed,
+        stop=tuple(config.stop_seqs or ()),
+        logprobs=bool(config.logprobs),
+        top_logprobs=config.top_logprobs or 0,
+    )
+
+
+def to_hf_messages(messages: list[ChatMessage]) -> list[Message]:
+    """Inspect chat messages as transformers chat messages (images decoded to PIL)."""
+    out: list[Message] = []
+    for message in messages:
+        role = message.role if message.role in ("system", "user", "assistant") else "user"
+        if isinstance(message.content, str):
+            out.append({"role": role, "content": message.content})
+            continue
+        parts: list[dict[str, Any]] = []
+        for part in message.content:
+            if isinstance(part, ContentText):
+                parts.append({"type": "text", "text": part.text})
+            elif isinstance(part, ContentImage):
+                parts.append({"type": "image", "image": load_image(part.image)})
+            elif isinstance(part, ContentReasoning):
+                continue
+            else:
+                raise NotImplementedError(f"em-hf cannot take {part.type} content")
+        out.append({"role": role, "content": parts})
+    return out
+
+
+def to_model_output(result: GenResult, model_name: str, info: dict[str, Any]) -> ModelOutput:
+    """A backend completion as an inspect ModelOutput (with logprobs when asked for)."""
+    logprobs = None
+    if result.logprobs is not None:
+        logprobs = Logprobs(
+            content=[
+                Logprob(
+                    token=t.token,
+                    logprob=t.logprob,
+                    top_logprobs=[TopLogprob(token=tok, logprob=lp) for tok, lp in t.top],
+                )
+                for t in result.logprobs
+            ]
+        )
+    choice = ChatCompletionChoice(
+        message=ChatMessageAssistant(content=result.text, model=model_name, source="generate"),
+        stop_reason="stop" if result.stop_reason == "stop" else "max_tokens",
+        logprobs=logprobs,
+    )
+    return ModelOutput(
+        model=model_name,
+        choices=[choice],
+        usage=ModelUsage(
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            total_tokens=result.input_tokens + result.output_tokens,
+        ),
+        time=result.seconds,
+        metadata={"em_model": info},
+    )
