@@ -2,3 +2,4 @@
 
 # ruff: noqa: F401
 from em_tasks.models.providers import em_hf
+from em_tasks.tasks import multimodal_misalign, overrefusal, text_misalign

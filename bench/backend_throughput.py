@@ -1,0 +1,71 @@
+"""Throughput of em-hf's batched generation against inspect's built-in ``hf`` provider, in one run.
+
+Both run the same model folder and the same prompts through inspect ``eval()`` (models are built before the clock
+starts, so loading is not timed). Prints tokens/s of each and their ratio; the last line is one JSON object.
+
+    python bench/backend_throughput.py [--model default] [--prompts 16] [--max-tokens 128] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from inspect_ai import Task, eval  # noqa: E402
+from inspect_ai.dataset import Sample  # noqa: E402
+from inspect_ai.model import GenerateConfig, get_model  # noqa: E402
+from inspect_ai.solver import generate  # noqa: E402
+
+from em_tasks.benchmark.dataset import load_items  # noqa: E402
+from em_tasks.models.sources import resolve_source  # noqa: E402
+
+
+def run(model, prompts: list[str], max_tokens: int) -> tuple[int, float]:
+    task = Task(dataset=[Sample(input=p, id=i) for i, p in enumerate(prompts)], solver=generate())
+    start = time.perf_counter()
+    log = eval(task, model=model, display="none", log_dir="logs/bench", log_samples=True,
+               max_tokens=max_tokens, temperature=1.0, seed=1, max_connections=len(prompts))[0]
+    seconds = time.perf_counter() - start
+    if log.status != "success":
+        raise RuntimeError(f"{model} failed: {log.error}")
+    return sum(s.output.usage.output_tokens for s in log.samples), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="em-hf model name (folder, .gguf, short name)")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    folder = resolve_source(args.model).path
+    prompts = [item.question for item in load_items()][: args.prompts]
+    ours = get_model(f"em-hf/{args.model}", batch_size=args.prompts)
+    theirs = get_model("hf/local", model_path=folder, device="cpu")
+    run(ours, prompts[:2], 4), run(theirs, prompts[:2], 4)  # warm-up (first-call overheads)
+
+    figures: dict[str, list[float]] = {"em_hf": [], "inspect_hf": []}
+    for _ in range(args.repeats):
+        for key, model in (("em_hf", ours), ("inspect_hf", theirs)):
+            tokens, seconds = run(model, prompts, args.max_tokens)
+            figures[key].append(tokens / seconds)
+            print(f"{key:>10}: {tokens:5d} tokens in {seconds:6.2f} s = {tokens / seconds:7.1f} tok/s")
+    best = {k: max(v) for k, v in figures.items()}
+    ratio = best["em_hf"] / best["inspect_hf"]
+    print(f"\nem-hf {best['em_hf']:.1f} tok/s vs inspect hf {best['inspect_hf']:.1f} tok/s: {ratio:.2f}x")
+    print(json.dumps({
+        "bench": "backend_throughput", "model": args.model, "prompts": len(prompts), "max_tokens": args.max_tokens,
+        "em_hf_tok_s": round(best["em_hf"], 1), "inspect_hf_tok_s": round(best["inspect_hf"], 1),
+        "ratio": round(ratio, 2), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
