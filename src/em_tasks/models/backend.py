@@ -326,6 +326,9 @@ def _load(source: ModelSource, dtype: torch.dtype, device: str) -> tuple[Any, An
         AutoTokenizer,
     )
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor loading bars would drown inspect's own display
     local_only = source.local or offline()
     try:
         config = AutoConfig.from_pretrained(source.path, local_files_only=local_only)
