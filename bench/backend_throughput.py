@@ -1,7 +1,7 @@
 """Throughput of em-hf's batched generation against inspect's built-in ``hf`` provider, in one run.
 
 Both run the same model folder and the same prompts through inspect ``eval()`` (models are built before the clock
-starts, so loading is not timed). Prints tokens/s of each and their ratio; the last line is one JSON object.
+starts, so loading is not timed); tokens are counted by re-tokenising each completion, the same way for both. Prints tokens/s of each and their ratio; the last line is one JSON object.
 
     python bench/backend_throughput.py [--model default] [--prompts 16] [--max-tokens 128] [--repeats 2]
 """
@@ -21,12 +21,13 @@ from inspect_ai import Task, eval  # noqa: E402
 from inspect_ai.dataset import Sample  # noqa: E402
 from inspect_ai.model import GenerateConfig, get_model  # noqa: E402
 from inspect_ai.solver import generate  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 from em_tasks.benchmark.dataset import load_items  # noqa: E402
 from em_tasks.models.sources import resolve_source  # noqa: E402
 
 
-def run(model, prompts: list[str], max_tokens: int) -> tuple[int, float]:
+def run(model, prompts: list[str], max_tokens: int, tokenizer) -> tuple[int, float]:
     task = Task(dataset=[Sample(input=p, id=i) for i, p in enumerate(prompts)], solver=generate())
     start = time.perf_counter()
     log = eval(task, model=model, display="none", log_dir="logs/bench", log_samples=True,
@@ -34,7 +35,9 @@ def run(model, prompts: list[str], max_tokens: int) -> tuple[int, float]:
     seconds = time.perf_counter() - start
     if log.status != "success":
         raise RuntimeError(f"{model} failed: {log.error}")
-    return sum(s.output.usage.output_tokens for s in log.samples), seconds
+    # Count the tokens of the completions themselves: inspect's hf provider reports the padded length of the whole
+    # batch as every sample's output tokens, which would credit it with padding generated after an early stop.
+    return sum(len(tokenizer(s.output.completion, add_special_tokens=False).input_ids) for s in log.samples), seconds
 
 
 def main() -> None:
@@ -46,15 +49,16 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = resolve_source(args.model).path
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     prompts = [item.question for item in load_items()][: args.prompts]
     ours = get_model(f"em-hf/{args.model}", batch_size=args.prompts)
     theirs = get_model("hf/local", model_path=folder, device="cpu")
-    run(ours, prompts[:2], 4), run(theirs, prompts[:2], 4)  # warm-up (first-call overheads)
+    run(ours, prompts[:2], 4, tokenizer), run(theirs, prompts[:2], 4, tokenizer)  # warm-up (first-call overheads)
 
     figures: dict[str, list[float]] = {"em_hf": [], "inspect_hf": []}
     for _ in range(args.repeats):
         for key, model in (("em_hf", ours), ("inspect_hf", theirs)):
-            tokens, seconds = run(model, prompts, args.max_tokens)
+            tokens, seconds = run(model, prompts, args.max_tokens, tokenizer)
             figures[key].append(tokens / seconds)
             print(f"{key:>10}: {tokens:5d} tokens in {seconds:6.2f} s = {tokens / seconds:7.1f} tok/s")
     best = {k: max(v) for k, v in figures.items()}
