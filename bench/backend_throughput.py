@@ -1,7 +1,8 @@
 """Throughput of em-hf's batched generation against inspect's built-in ``hf`` provider, in one run.
 
 Both run the same model folder and the same prompts through inspect ``eval()`` (models are built before the clock
-starts, so loading is not timed); tokens are counted by re-tokenising each completion, the same way for both. Prints tokens/s of each and their ratio; the last line is one JSON object.
+starts, so loading is not timed); tokens are counted by re-tokenising each completion, the same way for both. Prints tokens/s of each and their ratio, and inspect's ``hf`` again at em-hf's dtype (to separate the dtype choice
+from the rest); the last line is one JSON object.
 
     python bench/backend_throughput.py [--model default] [--prompts 16] [--max-tokens 128] [--repeats 2]
 """
@@ -52,22 +53,37 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     prompts = [item.question for item in load_items()][: args.prompts]
     ours = get_model(f"em-hf/{args.model}", batch_size=args.prompts)
-    theirs = get_model("hf/local", model_path=folder, device="cpu")
-    run(ours, prompts[:2], 4, tokenizer), run(theirs, prompts[:2], 4, tokenizer)  # warm-up (first-call overheads)
+    # inspect's hf provider as a user gets it (the folder's own dtype), and told to use em-hf's dtype, which shows how
+    # much of the difference is the dtype choice and how much is the backend itself
+    dtype = str(ours.api.backend.dtype).removeprefix("torch.")
+    contenders = {
+        "em_hf": ours,
+        "inspect_hf": get_model("hf/local", model_path=folder, device="cpu"),
+        f"inspect_hf_{dtype}": get_model("hf/local", model_path=folder, device="cpu", dtype=dtype),
+    }
+    for model in contenders.values():
+        run(model, prompts[:2], 4, tokenizer)  # warm-up (first-call overheads)
 
-    figures: dict[str, list[float]] = {"em_hf": [], "inspect_hf": []}
-    for _ in range(args.repeats):
-        for key, model in (("em_hf", ours), ("inspect_hf", theirs)):
+    figures: dict[str, list[float]] = {key: [] for key in contenders}
+    order = list(contenders)
+    for repeat in range(args.repeats):
+        for key in order[repeat % len(order):] + order[: repeat % len(order)]:  # rotate who goes first
+            model = contenders[key]
             tokens, seconds = run(model, prompts, args.max_tokens, tokenizer)
             figures[key].append(tokens / seconds)
-            print(f"{key:>10}: {tokens:5d} tokens in {seconds:6.2f} s = {tokens / seconds:7.1f} tok/s")
+            print(f"{key:>20}: {tokens:5d} tokens in {seconds:6.2f} s = {tokens / seconds:7.1f} tok/s")
     best = {k: max(v) for k, v in figures.items()}
+    same_dtype = f"inspect_hf_{dtype}"
     ratio = best["em_hf"] / best["inspect_hf"]
-    print(f"\nem-hf {best['em_hf']:.1f} tok/s vs inspect hf {best['inspect_hf']:.1f} tok/s: {ratio:.2f}x")
+    ratio_same_dtype = best["em_hf"] / best[same_dtype]
+    print(f"\nem-hf ({dtype}) {best['em_hf']:.1f} tok/s | inspect hf {best['inspect_hf']:.1f} tok/s "
+          f"| inspect hf with dtype={dtype} {best[same_dtype]:.1f} tok/s")
+    print(f"ratio vs inspect hf: {ratio:.2f}x   ratio vs inspect hf at the same dtype: {ratio_same_dtype:.2f}x")
     print(json.dumps({
         "bench": "backend_throughput", "model": args.model, "prompts": len(prompts), "max_tokens": args.max_tokens,
-        "em_hf_tok_s": round(best["em_hf"], 1), "inspect_hf_tok_s": round(best["inspect_hf"], 1),
-        "ratio": round(ratio, 2), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+        "em_hf_dtype": dtype, **{f"{k}_tok_s": round(v, 1) for k, v in best.items()},
+        "ratio": round(ratio, 2), "ratio_same_dtype": round(ratio_same_dtype, 2),
+        "cpu_count": os.cpu_count(), "machine": platform.machine(),
     }))
 
 

@@ -7,6 +7,7 @@ import base64
 import io
 
 import pytest
+import torch
 from PIL import Image
 
 from em_tasks.models.backend import GenParams, HFBackend, ImageInputError, load_image
@@ -163,3 +164,27 @@ def test_folder_without_config_is_explained(tmp_path):
 def test_offline_hub_id_miss_is_explained():
     with pytest.raises(FileNotFoundError, match="hub id"):
         HFBackend("no-such-org/no-such-model-xyz")
+
+
+@pytest.mark.parametrize(
+    "dtype, device, native_bf16, expected",
+    [
+        ("auto", "cuda", False, torch.bfloat16),
+        ("auto", "cpu", True, torch.bfloat16),
+        ("auto", "cpu", False, torch.float32),
+        ("float16", "cpu", False, torch.float16),
+    ],
+    ids=["gpu-bf16", "cpu-with-native-bf16", "cpu-without-native-bf16", "explicit"],
+)
+def test_auto_dtype_follows_the_hardware(dtype, device, native_bf16, expected, monkeypatch):
+    from em_tasks.models import backend
+
+    monkeypatch.setattr(backend, "cpu_has_native_bf16", lambda: native_bf16)
+    assert backend.resolve_dtype(dtype, device) == expected
+
+
+def test_unknown_dtype_is_named():
+    from em_tasks.models.backend import resolve_dtype
+
+    with pytest.raises(ValueError, match="Unknown dtype 'float8x'"):
+        resolve_dtype("float8x", "cpu")

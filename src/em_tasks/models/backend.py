@@ -17,6 +17,7 @@ import io
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,18 +86,30 @@ class _Pending:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    """``auto`` means bfloat16 (on this kind of CPU bf16 generation beats fp32, and GPUs prefer it too)."""
+    """``auto``: bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16 / AMX), else float32.
+
+    Without native support, CPU bf16 matmuls are emulated: on an AVX2 machine we measured fp32 generation about 4x
+    faster than bf16 (bench/backend_throughput.py prints both).
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
+        if device.startswith("cpu") and not cpu_has_native_bf16():
+            return torch.float32
         return torch.bfloat16
-    try:
-        value = getattr(torch, str(dtype))
-    except AttributeError:
-        value = None
+    value = getattr(torch, str(dtype), None)
     if not isinstance(value, torch.dtype):
         raise ValueError(f"Unknown dtype '{dtype}': use auto, bfloat16, float16 or float32")
     return value
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (Linux: cpuinfo flags avx512_bf16 or amx_bf16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def default_device() -> str:
@@ -108,7 +121,7 @@ class HFBackend:
 
     Args:
         name: Short name (``default``, ``default-vlm``), a ``.gguf`` file, a model folder, or a hub id.
-        dtype: ``auto`` (bfloat16), ``float32``, ...
+        dtype: ``auto`` (see :func:`resolve_dtype`), ``bfloat16``, ``float32``...
         device: ``cpu``, ``cuda``, ``cuda:1``...; default: cuda when available.
         batch_size: Most requests generated together.
         gather_seconds: How long to wait for concurrent requests before running a partial batch.
@@ -135,6 +148,9 @@ class HFBackend:
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
         self._lock = threading.Lock()  # one forward pass at a time, whatever thread asks
+        # One long-lived generation thread: torch's intra-op (OpenMP) thread team belongs to the calling thread, so
+        # hopping between executor threads would build new teams that compete for the cores.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="em-hf-generate")
 
     # --- info -------------------------------------------------------------------------------------------
 
@@ -263,7 +279,7 @@ class HFBackend:
             await asyncio.sleep(self.gather_seconds)
             batch = self._take_batch()
             try:
-                results = await asyncio.to_thread(self.generate_batch, [p.messages for p in batch], batch[0].params)
+                results = await self._in_worker([p.messages for p in batch], batch[0].params)
             except Exception as ex:
                 if len(batch) == 1:
                     _settle(batch[0], error=ex)
@@ -271,12 +287,16 @@ class HFBackend:
                 # one bad sample (a corrupt image, say) must not fail its batch-mates: retry them one by one
                 for p in batch:
                     try:
-                        _settle(p, result=(await asyncio.to_thread(self.generate_batch, [p.messages], p.params))[0])
+                        _settle(p, result=(await self._in_worker([p.messages], p.params))[0])
                     except Exception as solo_ex:
                         _settle(p, error=solo_ex)
                 continue
             for p, r in zip(batch, results, strict=True):
                 _settle(p, result=r)
+
+    async def _in_worker(self, conversations: list[list[Message]], params: GenParams) -> list[GenResult]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.generate_batch, conversations, params)
 
     def _take_batch(self) -> list[_Pending]:
         """Take up to batch_size requests that share params and modality, oldest first."""

@@ -1,7 +1,7 @@
 """inspect-ai model provider ``em-hf`` over the shared HF backend.
 
 ``--model em-hf/<name>`` where name is ``default``, ``default-vlm``, a ``.gguf`` file, a model folder or a hub id.
-Model args (``-M``): ``batch_size`` (16), ``dtype`` (auto = bfloat16), ``device`` (cuda when available),
+Model args (``-M``): ``batch_size`` (16), ``dtype`` (auto: bfloat16 on GPUs and bf16-capable CPUs, else float32), ``device`` (cuda when available),
 ``gather_seconds`` (0.05). Unlike inspect's own ``hf`` provider it takes images (``ContentImage``), so
 image-grounded evals of local VLMs work.
 """
