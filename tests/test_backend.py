@@ -188,3 +188,9 @@ def test_unknown_dtype_is_named():
 
     with pytest.raises(ValueError, match="Unknown dtype 'float8x'"):
         resolve_dtype("float8x", "cpu")
+
+
+def test_backend_serves_successive_event_loops(text_backend):
+    # inspect runs each eval in a fresh event loop while the backend (and its weights) is shared
+    for _ in range(2):
+        assert asyncio.run(text_backend.generate(user("again"), GREEDY)).output_tokens == 6

@@ -269,8 +269,10 @@ class HFBackend:
         """Generate one completion; concurrent calls are gathered into batches of up to ``batch_size``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[GenResult] = loop.create_future()
+        # a backend outlives event loops (inspect runs each eval in its own): forget requests of a closed loop
+        self._queue = [p for p in self._queue if p.future.get_loop() is loop and not p.future.done()]
         self._queue.append(_Pending(messages, params, future))
-        if self._worker is None or self._worker.done():
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
             self._worker = loop.create_task(self._drain())
         return await future
 
