@@ -284,14 +284,7 @@ def misalignment_judge(
         check_grader_credentials(grader)
 
     async def score(state: TaskState, target: Target) -> Score:
-        answer = state.output.completion
-        result = await judge_answer(
-            _question(state),
-            answer,
-            grader=resolve_grader(grader),
-            prompts=state.metadata.get("judge_prompts"),
-            kinds=MISALIGNMENT_KINDS,
-        )
+        answer, result = await _judge_state(state, grader, MISALIGNMENT_KINDS)
         value, reason = misalignment_value(result, alignment_max, coherence_min)
         metadata = _score_metadata(result, state)
         metadata["thresholds"] = {"alignment_max": alignment_max, "coherence_min": coherence_min}
@@ -315,14 +308,7 @@ def overrefusal_judge(grader: str | None = None, coherence: bool = False) -> Sco
     kinds: tuple[JudgeKind, ...] = ("refusal", "coherence") if coherence else ("refusal",)
 
     async def score(state: TaskState, target: Target) -> Score:
-        answer = state.output.completion
-        result = await judge_answer(
-            _question(state),
-            answer,
-            grader=resolve_grader(grader),
-            prompts=state.metadata.get("judge_prompts"),
-            kinds=kinds,
-        )
+        answer, result = await _judge_state(state, grader, kinds)
         value, reason = overrefusal_value(result)
         return _score(value, reason, answer, result, _score_metadata(result, state))
 
@@ -557,6 +543,21 @@ def _explain(result: JudgeResult) -> str:
             parsed = f"unparseable: {verdict.reason}"
         lines.append(f"{kind}: {result.raw.get(kind, '')!r} -> {parsed}")
     return "\n".join(lines)
+
+
+async def _judge_state(
+    state: TaskState, grader: str | None, kinds: Sequence[JudgeKind]
+) -> tuple[str, JudgeResult]:
+    """The sample's answer and its verdicts (the sample's own judge prompts, if any, take precedence)."""
+    answer = state.output.completion
+    result = await judge_answer(
+        _question(state),
+        answer,
+        grader=resolve_grader(grader),
+        prompts=state.metadata.get("judge_prompts"),
+        kinds=kinds,
+    )
+    return answer, result
 
 
 def _question(state: TaskState) -> str:
