@@ -43,7 +43,7 @@ GEMMA_STYLE = (
 )
 
 
-def make_tokenizer(chat_template: str, eos: str) -> "PreTrainedTokenizerFast":  # noqa: F821
+def make_tokenizer(chat_template: str, eos: str, image_tokens: bool = False) -> "PreTrainedTokenizerFast":  # noqa: F821
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -60,11 +60,12 @@ def make_tokenizer(chat_template: str, eos: str) -> "PreTrainedTokenizerFast":  
         pad_token="<pad>",
         unk_token="<unk>",
         chat_template=chat_template,
+        # Gemma3's processor finds its image tokens through these; a text model's tokenizer has none
         extra_special_tokens={
             "boi_token": "<start_of_image>",
             "eoi_token": "<end_of_image>",
             "image_token": "<image_soft_token>",
-        },
+        } if image_tokens else {},
     )
 
 
@@ -96,7 +97,7 @@ def build_tiny_gemma3_vlm(out: Path, seed: int = 0) -> Path:
     )
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
-    tokenizer = make_tokenizer(GEMMA_STYLE, eos="<end_of_turn>")
+    tokenizer = make_tokenizer(GEMMA_STYLE, eos="<end_of_turn>", image_tokens=True)
     text = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,

@@ -119,15 +119,18 @@ def offline() -> bool:
 def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
     """Dequantise a GGUF file into a safetensors model folder, once; later calls return the cached folder."""
     gguf = gguf.resolve()
-    digest = _file_digest(gguf)[:16]
-    out = out or cache_dir() / "gguf" / f"{gguf.stem}-{digest}"
+    # Keyed on path, size and modification time: hashing a multi-GB file on every load would cost more than it saves.
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = out or cache_dir() / "gguf" / f"{gguf.stem}-{key}"
     if (out / "em_tasks_build.json").is_file():
         return out
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.warning("Converting %s to safetensors (once; cached at %s)", gguf.name, out)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent))  # same filesystem as out, so the final rename is atomic
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
@@ -138,7 +141,8 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
         model.config.name_or_path = gguf.stem
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "em_tasks_build.json").write_text(json.dumps({"source": gguf.name, "sha256_16": digest}))
+        build = {"source": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        (tmp / "em_tasks_build.json").write_text(json.dumps(build))
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -213,9 +217,11 @@ def default_vlm() -> Path:
     out = cache_dir() / "models" / f"default-vlm-v{_BUILD_VERSION}"
     if (out / "em_tasks_build.json").is_file():
         return out
-    tmp = Path(tempfile.mkdtemp(dir=out.parent))
+    text_model = default_text_model()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent))  # same filesystem as out, so the final rename is atomic
     try:
-        build_llava_vlm(default_text_model(), tmp, seed=0, note=UNTRAINED_VISION_NOTE)
+        build_llava_vlm(text_model, tmp, seed=0, note=UNTRAINED_VISION_NOTE)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
