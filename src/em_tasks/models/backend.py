@@ -355,8 +355,12 @@ def _load(source: ModelSource, dtype: torch.dtype, device: str) -> tuple[Any, An
     try:
         config = AutoConfig.from_pretrained(source.path, local_files_only=local_only)
     except OSError as ex:
-        where = "local folder" if source.local else "hub id (offline: only the local HF cache was searched)" \
-            if local_only else "hub id"
+        if source.local:
+            where = "local folder"
+        elif local_only:
+            where = "hub id (offline: only the local HF cache was searched)"
+        else:
+            where = "hub id"
         raise FileNotFoundError(
             f"Could not load model '{source.name}' ({where}: {source.path}): {ex}. Pass a model folder, a .gguf "
             "file, a hub id you can reach, or em-hf/default / em-hf/default-vlm for the embedded models."
