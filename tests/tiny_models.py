@@ -69,13 +69,13 @@ def make_tokenizer(chat_template: str, eos: str, image_tokens: bool = False) -> 
     )
 
 
-def build_tiny_llama(out: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama chat model (hidden 32) with a ChatML template."""
+def build_tiny_llama(out: Path, seed: int = 0, hidden_size: int = 32) -> Path:
+    """A 2-layer Llama chat model (hidden 32 unless told) with a ChatML template."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = make_tokenizer(CHATML, eos="<|im_end|>")
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )

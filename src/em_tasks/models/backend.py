@@ -17,15 +17,18 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from em_tasks.models.lora import LoraSpec, apply_lora, base_names, cached_merge, merged_cache_path, save_merged, spec_record
 from em_tasks.models.sources import ModelSource, offline, resolve_source
+from em_tasks.models.steering import Steering, SteeringSpec
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class GenParams:
     """Generation settings; requests with equal params can share a batch."""
 
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    min_new_tokens: int = 0
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -125,6 +129,8 @@ class HFBackend:
         device: ``cpu``, ``cuda``, ``cuda:1``...; default: cuda when available.
         batch_size: Most requests generated together.
         gather_seconds: How long to wait for concurrent requests before running a partial batch.
+        lora: LoRA adapters merged into the weights at load (em-lora); a cached merge loads without merging.
+        steering: Steering hooks active during generation and scoring (em-steer).
     """
 
     def __init__(
@@ -135,6 +141,8 @@ class HFBackend:
         device: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         gather_seconds: float = DEFAULT_GATHER_SECONDS,
+        lora: LoraSpec | None = None,
+        steering: SteeringSpec | None = None,
     ) -> None:
         self.source: ModelSource = resolve_source(name)
         self.device = device or default_device()
@@ -143,8 +151,24 @@ class HFBackend:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.gather_seconds = gather_seconds
-        self.model, self.processor, self.tokenizer, self.is_vlm = _load(self.source, self.dtype, self.device)
+        merged_from = cached_merge(self.source, lora, self.dtype) if lora is not None else None
+        load_from = replace(self.source, path=str(merged_from), local=True) if merged_from else self.source
+        self.model, self.processor, self.tokenizer, self.is_vlm = _load(load_from, self.dtype, self.device)
+        self.lora_info: dict[str, Any] | None = None
+        if lora is not None:
+            if merged_from is not None:
+                self.lora_info = {**lora.describe(), "merge_cache": "hit", "merged_path": str(merged_from)}
+            else:
+                self.model, self.lora_info = apply_lora(self.model, lora, self.source, self.is_vlm)
+                self.lora_info["merge_cache"] = "off"
+                if lora.cache and lora.merged:
+                    path = merged_cache_path(self.source, lora, self.dtype)
+                    save_merged(self.model, self.processor, path, spec_record(self.source, lora))
+                    self.lora_info.update(merge_cache="written", merged_path=str(path))
         self.model.eval()
+        self.steering: Steering | None = (
+            Steering(self.model, steering, base_names(self.model, self.source)) if steering is not None else None
+        )
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
         self._lock = threading.Lock()  # one forward pass at a time, whatever thread asks
@@ -168,7 +192,13 @@ class HFBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
             **self.source.info,
+            **({"lora": self.lora_info} if self.lora_info else {}),
+            **({"steering": self.steering.describe()} if self.steering else {}),
         }
+
+    def steering_active(self) -> Any:
+        """A context in which this backend's steering hooks (if any) are installed."""
+        return self.steering.active() if self.steering is not None else nullcontext()
 
     # --- prompts ----------------------------------------------------------------------------------------
 
@@ -220,9 +250,11 @@ class HFBackend:
         from transformers.generation import StopStringCriteria
 
         start = time.monotonic()
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), self.steering_active():
             inputs = self.encode(conversations)
             kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "return_dict_in_generate": True}
+            if params.min_new_tokens:
+                kwargs["min_new_tokens"] = params.min_new_tokens
             sample = params.temperature is None or params.temperature > 0
             kwargs["do_sample"] = sample
             if sample:
@@ -264,6 +296,52 @@ class HFBackend:
             prompt_tokens = int(inputs["attention_mask"][i].sum()) if "attention_mask" in inputs else prompt_len
             results.append(GenResult(text, prompt_tokens, n, stop_reason, logprobs, seconds))
         return results
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """Score raw-text continuations: for each (context, continuation), the summed log-probability of the
+        continuation's tokens and whether greedy decoding would produce exactly them (steering applies)."""
+        pairs = [self._encode_pair(context, continuation) for context, continuation in requests]
+        limit = int(getattr(self.model.config.get_text_config(), "max_position_embeddings", 0) or 0) or None
+        results: list[tuple[float, bool]] = []
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start:start + self.batch_size]
+            rows = []
+            for ctx, cont in chunk:
+                ids = (ctx + cont)[:-1]
+                if limit and len(ids) > limit:
+                    ids = ids[-limit:]
+                rows.append(ids)
+            width = max(len(r) for r in rows)
+            pad = self.tokenizer.pad_token_id or 0
+            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
+            with self._lock, torch.inference_mode(), self.steering_active():
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for i, (row, (_, cont)) in enumerate(zip(rows, chunk, strict=True)):
+                n = len(cont)
+                window = logprobs[i, len(row) - n:len(row)]
+                target = torch.tensor(cont, device=window.device)
+                total = float(window.gather(-1, target.unsqueeze(-1)).sum())
+                greedy = bool((window.argmax(-1) == target).all())
+                results.append((total, greedy))
+        return results
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of context and continuation, split where the context ends in their joint encoding (trailing
+        spaces of the context move to the continuation, as lm-eval does)."""
+        spaces = len(context) - len(context.rstrip(" "))
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        if not continuation:
+            raise ValueError("loglikelihood needs a non-empty continuation")
+        whole = self.tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+        ctx = self.tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
+        cont = whole[len(ctx):]
+        if not ctx:  # nothing to condition on: start from the BOS (or EOS) token
+            start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+            ctx = [start]
+        return ctx, cont
 
     async def generate(self, messages: list[Message], params: GenParams) -> GenResult:
         """Generate one completion; concurrent calls are gathered into batches of up to ``batch_size``."""
@@ -326,7 +404,7 @@ _CACHE_LOCK = threading.Lock()
 
 def get_backend(name: str, **kwargs: Any) -> HFBackend:
     """A process-wide shared backend per (name, settings), so one set of weights serves every caller."""
-    key = (name, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    key = (name, tuple(sorted((k, str(v)) for k, v in kwargs.items() if v is not None)))
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = HFBackend(name, **kwargs)

@@ -1,8 +1,10 @@
-"""inspect-ai model provider ``em-hf`` over the shared HF backend.
+"""inspect-ai model providers ``em-hf``, ``em-lora`` and ``em-steer`` over the shared HF backend.
 
 ``--model em-hf/<name>`` where name is ``default``, ``default-vlm``, a ``.gguf`` file, a model folder or a hub id.
-Model args (``-M``): ``batch_size`` (16), ``dtype`` (auto: bfloat16 on GPUs and bf16-capable CPUs, else float32), ``device`` (cuda when available),
-``gather_seconds`` (0.05). Unlike inspect's own ``hf`` provider it takes images (``ContentImage``), so
+Backend args (``-M``): ``batch_size`` (16), ``dtype`` (auto: bfloat16 on GPUs and bf16-capable CPUs, else float32),
+``device`` (cuda when available), ``gather_seconds`` (0.05). LoRA args (``adapters``, ``merge``, ``alpha`` ...) and
+steering args (``direction``, ``layers``, ``coeff``, ``mode``, ``positions``) work on all three; see
+:mod:`em_tasks.models.variants`. Unlike inspect's own ``hf`` provider these take images (``ContentImage``), so
 image-grounded evals of local VLMs work.
 """
 
@@ -37,16 +39,17 @@ from em_tasks.models.backend import (
     get_backend,
     load_image,
 )
+from em_tasks.models.variants import parse_model_args
 
 logger = logging.getLogger(__name__)
-
-BACKEND_ARGS = ("batch_size", "dtype", "device", "gather_seconds")
 
 _warned: set[str] = set()
 
 
 class EmHFAPI(ModelAPI):
     """Inspect ModelAPI that generates with an :class:`HFBackend` (text models and VLMs)."""
+
+    family = "em-hf"
 
     def __init__(
         self,
@@ -57,15 +60,15 @@ class EmHFAPI(ModelAPI):
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
-        unknown = sorted(set(model_args) - set(BACKEND_ARGS))
-        if unknown:
-            raise ValueError(f"em-hf: unknown model arg(s) {unknown}; known: {', '.join(BACKEND_ARGS)}")
+        args = parse_model_args(self.family, model_args)
         self.backend: HFBackend = get_backend(
             model_name,
-            batch_size=int(model_args.get("batch_size", DEFAULT_BATCH_SIZE)),
-            dtype=model_args.get("dtype", "auto"),
-            device=model_args.get("device"),
-            gather_seconds=float(model_args.get("gather_seconds", DEFAULT_GATHER_SECONDS)),
+            batch_size=int(args.backend.get("batch_size", DEFAULT_BATCH_SIZE)),
+            dtype=args.backend.get("dtype", "auto"),
+            device=args.backend.get("device"),
+            gather_seconds=float(args.backend.get("gather_seconds", DEFAULT_GATHER_SECONDS)),
+            lora=args.lora,
+            steering=args.steering,
         )
         note = self.backend.info().get("note")
         if note and model_name not in _warned:
@@ -84,7 +87,7 @@ class EmHFAPI(ModelAPI):
         result = await self.backend.generate(to_hf_messages(input), gen_params(config))
         return to_model_output(result, self.model_name, self.backend.info())
 
-    def max_tokens(self) -> int | None:
+    def max_tokens(self) -> int | None:  # noqa: D102
         return DEFAULT_MAX_NEW_TOKENS
 
     def max_connections(self) -> int:
@@ -96,6 +99,18 @@ class EmHFAPI(ModelAPI):
 
     def collapse_assistant_messages(self) -> bool:
         return True
+
+
+class EmLoraAPI(EmHFAPI):
+    """``em-lora/<base> -M adapters=PATH[:W],...``: LoRA adapters merged into the base weights."""
+
+    family = "em-lora"
+
+
+class EmSteerAPI(EmHFAPI):
+    """``em-steer/<base> -M direction=FILE -M layers=N -M coeff=C -M mode=add|ablate|clamp``: steering hooks."""
+
+    family = "em-steer"
 
 
 def gen_params(config: GenerateConfig) -> GenParams:
