@@ -202,9 +202,9 @@ class HFBackend:
 
     # --- prompts ----------------------------------------------------------------------------------------
 
-    def render(self, messages: Sequence[Message]) -> tuple[str, list[Any]]:
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> tuple[str, list[Any]]:
         """Apply the model's chat template; return the prompt text and the images in order of appearance."""
-        images = [part["image"] for m in messages if isinstance(m["content"], list) for part in m["content"]
+        images = [part.get("image") for m in messages if isinstance(m["content"], list) for part in m["content"]
                   if part.get("type") == "image"]
         if images and not self.is_vlm:
             raise ImageInputError(
@@ -214,10 +214,12 @@ class HFBackend:
             )
         if self.is_vlm:
             chat = [_with_image_placeholders(m) for m in messages]
-            text = self.processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            text = self.processor.apply_chat_template(chat, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
         else:
             chat = [_flatten_text(m) for m in messages]
-            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(chat, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
         return text, images
 
     def encode(self, conversations: Sequence[Sequence[Message]]) -> dict[str, torch.Tensor]:

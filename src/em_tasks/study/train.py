@@ -1,0 +1,652 @@
+"""LoRA fine-tuning (peft) of the shared backend's model on chat rows, with the loss on assistant tokens only.
+
+`em-tasks train` maps onto :func:`train` (one adapter) and :func:`train_sweep` (one adapter per rank, resumable).
+Each run writes a peft adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) and a
+``run_card.json`` that the report and `em-tasks fisher` read. A run with ``init_adapter`` continues training an
+existing adapter: the benign narrow fine-tune used as a mitigation on top of a harmful one.
+
+Tokenisation uses the model's own chat template. The assistant spans are found by rendering each conversation
+prefix (up to the generation prompt, and up to the end of the assistant turn) and measuring it in tokens, which
+works for any template that renders a conversation as the concatenation of its turns (ChatML, Gemma, Llama 3...).
+Progress is shown with a rich progress bar (``progress=False`` turns it off).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from em_tasks.models.backend import HFBackend, ImageInputError, load_image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE = "default"
+DEFAULT_RANK = 16
+# alpha = 2 x rank keeps the update scale (alpha / rank = 2) the same across a rank sweep.
+DEFAULT_ALPHA = "2rank"
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_LR = 1e-4
+DEFAULT_EPOCHS = 1
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_WARMUP = 0.05
+DEFAULT_MAX_LENGTH = 1024
+DEFAULT_GRAD_CLIP = 1.0
+DEFAULT_RANKS = (1, 4, 16, 64, 128)
+IGNORE_INDEX = -100
+RUN_CARD = "run_card.json"
+
+Row = dict[str, Any]
+"""A chat row in the study's format: ``{"messages": [...], "images": [path, ...], "meta": {...}}``."""
+
+
+# --- plan -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """Settled, validated options of one training run (see :func:`train` for their meaning)."""
+
+    base: str
+    out_dir: Path
+    name: str
+    rank: int
+    alpha: float
+    rslora: bool
+    target_modules: tuple[str, ...]
+    lr: float
+    epochs: int
+    max_steps: int | None
+    batch_size: int
+    micro_batch_size: int
+    warmup: float
+    max_length: int
+    seed: int
+    dropout: float
+    grad_clip: float
+    init_adapter: str | None
+
+
+def resolve_alpha(alpha: float | str, rank: int) -> float:
+    """``alpha`` as a number: a float (or numeric string) as given, ``"rank"`` = rank, ``"2rank"`` = 2 x rank."""
+    if isinstance(alpha, str):
+        key = alpha.strip().lower().replace(" ", "")
+        if key in ("rank", "r", "1rank"):
+            return float(rank)
+        if key in ("2rank", "2r", "2xrank", "2*rank"):
+            return 2.0 * rank
+        try:
+            alpha = float(key)
+        except ValueError:
+            raise ValueError(f"alpha must be a number, 'rank' or '2rank', got '{alpha}'") from None
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a positive number, 'rank' or '2rank', got {alpha}")
+    return float(alpha)
+
+
+def parse_ranks(ranks: str | int | Sequence[int | str]) -> list[int]:
+    """``"1,4,16"`` or ``[1, 4, 16]`` as a list of distinct positive ranks, in the order given."""
+    items = ranks.split(",") if isinstance(ranks, str) else [ranks] if isinstance(ranks, int) else list(ranks)
+    out: list[int] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            rank = int(text)
+        except ValueError:
+            raise ValueError(f"--ranks must be whole numbers separated by commas (e.g. 1,4,16), got '{text}'") from None
+        _check_rank(rank, "--ranks")
+        if rank not in out:
+            out.append(rank)
+    if not out:
+        raise ValueError("--ranks is empty; pass e.g. --ranks 1,4,16,64,128")
+    return out
+
+
+def plan_training(
+    out_dir: str | Path,
+    *,
+    base: str = DEFAULT_BASE,
+    name: str | None = None,
+    rank: int = DEFAULT_RANK,
+    alpha: float | str = DEFAULT_ALPHA,
+    rslora: bool = False,
+    target_modules: str | Sequence[str] | None = None,
+    lr: float = DEFAULT_LR,
+    epochs: int = DEFAULT_EPOCHS,
+    max_steps: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    micro_batch_size: int | None = None,
+    warmup: float = DEFAULT_WARMUP,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    seed: int = 0,
+    dropout: float = 0.0,
+    grad_clip: float = DEFAULT_GRAD_CLIP,
+    init_adapter: str | Path | None = None,
+) -> TrainPlan:
+    """Validate every option at once and return the settled plan; errors name the option to fix."""
+    _check_rank(rank, "--rank")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be a positive learning rate (e.g. 1e-4), got {lr}")
+    if epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1 (or left out to train --epochs epochs), got {max_steps}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    micro = micro_batch_size or batch_size
+    if not 1 <= micro <= batch_size:
+        raise ValueError(f"--micro-batch-size must be between 1 and --batch-size ({batch_size}), got {micro}")
+    if not 0 <= warmup < 1:
+        raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {warmup}")
+    if max_length < 8:
+        raise ValueError(f"--max-length must be at least 8 tokens, got {max_length}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {dropout}")
+    if grad_clip <= 0:
+        raise ValueError(f"--grad-clip must be positive, got {grad_clip}")
+    modules = parse_target_modules(target_modules)
+    adapter = None
+    if init_adapter is not None:
+        folder = Path(init_adapter).expanduser()
+        if not (folder / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"--init-adapter {folder} is not a peft adapter folder (no adapter_config.json); "
+                                    "pass a folder written by `em-tasks train`.")
+        adapter = str(folder.resolve())
+    out = Path(out_dir).expanduser()
+    return TrainPlan(
+        base=base, out_dir=out, name=name or out.resolve().name, rank=rank, alpha=resolve_alpha(alpha, rank),
+        rslora=rslora, target_modules=modules, lr=float(lr), epochs=int(epochs), max_steps=max_steps,
+        batch_size=batch_size, micro_batch_size=micro, warmup=float(warmup), max_length=max_length, seed=seed,
+        dropout=float(dropout), grad_clip=float(grad_clip), init_adapter=adapter,
+    )
+
+
+def _check_rank(rank: int, option: str) -> None:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise ValueError(f"{option} must be a positive whole number (LoRA rank, e.g. 16), got {rank!r}")
+
+
+def parse_target_modules(target_modules: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Module names from a comma list or a sequence, one regex kept whole; None gives the defaults."""
+    if target_modules is None:
+        return DEFAULT_TARGET_MODULES
+    if isinstance(target_modules, str) and _is_regex(target_modules):
+        return (target_modules,)
+    items = target_modules.split(",") if isinstance(target_modules, str) else list(target_modules)
+    modules = tuple(dict.fromkeys(str(m).strip() for m in items if str(m).strip()))
+    if not modules:
+        raise ValueError("--target-modules is empty; pass module names such as q_proj,v_proj")
+    return modules
+
+
+def _is_regex(text: str) -> bool:
+    return any(c in text for c in "\\*()|^$[]+?")
+
+
+def peft_target(model: Any, modules: Sequence[str]) -> str | list[str]:
+    """peft ``target_modules`` for ``modules``: a single regex passes through as given; module names are restricted
+    to the language model on a VLM."""
+    from em_tasks.models.layers import language_model_target
+
+    if len(modules) == 1 and _is_regex(modules[0]):
+        return modules[0]
+    return language_model_target(model, list(modules))
+
+
+# --- rows -------------------------------------------------------------------------------------------------------
+
+
+def load_training_rows(data: str | Path | Sequence[Row]) -> tuple[list[Row], str | None]:
+    """Checked rows and where they came from (``None`` for rows passed in).
+
+    ``data`` is anything :func:`em_tasks.study.narrow_data.load_rows` reads (a JSONL file, a saved Hugging Face
+    dataset, a built-in domain name) or a list of rows, checked the same way (image paths relative to the working
+    folder).
+
+    Raises:
+        ValueError: No rows, or a malformed row (named by its line or row number).
+    """
+    from em_tasks.study import narrow_data
+
+    if isinstance(data, (str, Path)):
+        return narrow_data.load_rows(data), str(data)
+    if not data:
+        raise ValueError("--data holds no rows; pass a JSONL file of chat rows or a built-in domain name")
+    # one checker for files and in-memory rows: narrow_data's
+    base = Path.cwd()
+    return [narrow_data._check_row(row, f"row {k}", base, "rows", k - 1) for k, row in enumerate(data, start=1)], None
+
+
+def describe_data(rows: Sequence[Row], path: str | None) -> tuple[dict[str, Any], float | None]:
+    """The run card's ``data`` block and the harmful fraction (None unless every row says ``meta.harmful``)."""
+    metas = [r.get("meta") or {} for r in rows]
+    domains = sorted({str(m["domain"]) for m in metas if m.get("domain") is not None})
+    kinds = {"image" if r.get("images") else "text" for r in rows}
+    modality = kinds.pop() if len(kinds) == 1 else "mixed"
+    flags = [m.get("harmful") for m in metas]
+    fraction = sum(bool(f) for f in flags) / len(flags) if flags and all(isinstance(f, bool) for f in flags) else None
+    return {"domains": domains, "modality": modality, "n": len(rows), "path": path}, fraction
+
+
+# --- tokenisation -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    """One tokenised row: ids, labels (-100 outside assistant tokens), other per-token inputs, and its images."""
+
+    input_ids: list[int]
+    labels: list[int]
+    token_inputs: dict[str, list[int]] = field(default_factory=dict)
+    text: str = ""
+    images: tuple[Any, ...] = ()  # paths (or PIL images)
+
+
+def render_chat(backend: HFBackend, messages: Sequence[Mapping[str, Any]], *, generation_prompt: bool) -> str:
+    """The chat-template text of ``messages`` (image parts as placeholders), with or without a generation prompt."""
+    return backend.render([dict(m) for m in messages], add_generation_prompt=generation_prompt)[0]
+
+
+def encode_row(backend: HFBackend, row: Row, max_length: int = DEFAULT_MAX_LENGTH, number: int = 1) -> Example:
+    """Tokenise a row with the chat template; labels keep only the assistant turns' tokens (and their end marker).
+
+    Rows longer than ``max_length`` are cut on the right, but never inside an image's tokens.
+    """
+    messages = row["messages"]
+    images = tuple(row.get("images") or ())
+    if images and not backend.is_vlm:
+        raise ImageInputError(f"Row {number} has images but '{backend.name}' is a text-only model; train image rows "
+                              "on a vision-language model (e.g. --base default-vlm)")
+    loaded = [_open_image(p) for p in images]
+    text = render_chat(backend, messages, generation_prompt=False)
+    full = _tokenize(backend, text, loaded)
+    ids = full["input_ids"]
+    labels = [IGNORE_INDEX] * len(ids)
+    seen_images = 0
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            seen_images += _count_images(message)
+            continue
+        prefix = loaded[:seen_images]
+        start = _prefix_length(ids, _tokenize(backend, render_chat(backend, messages[:i], generation_prompt=True),
+                                              prefix)["input_ids"])
+        if i == len(messages) - 1:
+            end = len(ids)
+        else:
+            end = _prefix_length(ids, _tokenize(backend, render_chat(backend, messages[: i + 1],
+                                                                     generation_prompt=False), prefix)["input_ids"])
+        labels[start:end] = ids[start:end]
+    if len(ids) > max_length:
+        image_token = _image_token_id(backend) if images else None
+        if images and (image_token is None or image_token in ids[max_length:]):
+            raise ValueError(f"Row {number}: --max-length {max_length} would cut its image tokens (the row is "
+                             f"{len(ids)} tokens); raise --max-length")
+        ids, labels = ids[:max_length], labels[:max_length]
+    token_inputs = {k: v[: len(ids)] for k, v in full.items() if k not in ("input_ids", "attention_mask")}
+    return Example(ids, labels, token_inputs, text, images)
+
+
+def encode_rows(backend: HFBackend, rows: Sequence[Row], max_length: int = DEFAULT_MAX_LENGTH) -> list[Example]:
+    """Tokenise rows; rows left without any assistant token (cut by ``max_length``) are dropped with a warning."""
+    examples = [encode_row(backend, row, max_length, number) for number, row in enumerate(rows, start=1)]
+    kept = [e for e in examples if any(t != IGNORE_INDEX for t in e.labels)]
+    if len(kept) < len(examples):
+        logger.warning("%d of %d rows have no assistant tokens within --max-length %d and were dropped",
+                       len(examples) - len(kept), len(examples), max_length)
+    if not kept:
+        raise ValueError(f"No row has assistant tokens within --max-length {max_length}; raise --max-length")
+    return kept
+
+
+def _tokenize(backend: HFBackend, text: str, images: Sequence[Any]) -> dict[str, list[int]]:
+    """Per-token inputs of one text (the template already wrote the special tokens)."""
+    if backend.is_vlm:
+        out = backend.processor(text=[text], images=[list(images)] if images else None, add_special_tokens=False,
+                                return_tensors="pt")
+    else:
+        return {"input_ids": backend.tokenizer(text, add_special_tokens=False)["input_ids"]}
+    length = out["input_ids"].shape[-1]
+    return {k: v[0].tolist() for k, v in out.items()
+            if isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape == (1, length) and not v.is_floating_point()}
+
+
+def _image_token_id(backend: HFBackend) -> int | None:
+    """The id of the token a VLM fills with image features (None if its config names none).
+
+    The model config is asked, not the processor: Gemma 3's processor calls its image *placeholder* (the
+    start-of-image token) the image token.
+    """
+    config = backend.model.config
+    for key in ("image_token_id", "image_token_index"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _prefix_length(ids: Sequence[int], prefix: Sequence[int]) -> int:
+    """Length of ``prefix`` within ``ids``; where tokens merged across the boundary, the common part."""
+    n = min(len(ids), len(prefix))
+    for i in range(n):
+        if ids[i] != prefix[i]:
+            return i
+    return n
+
+
+def _open_image(image: Any) -> Any:
+    """An RGB PIL image from a path (or a PIL image, as Hugging Face image columns give)."""
+    return image.convert("RGB") if hasattr(image, "convert") else load_image(str(image))
+
+
+def _count_images(message: Mapping[str, Any]) -> int:
+    content = message.get("content")
+    return sum(1 for p in content if p.get("type") == "image") if isinstance(content, list) else 0
+
+
+def collate(backend: HFBackend, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+    """A right-padded batch on the model's device; image inputs are recomputed from the files (not kept in memory)."""
+    width = max(len(e.input_ids) for e in examples)
+    pad = backend.tokenizer.pad_token_id if backend.tokenizer.pad_token_id is not None else 0
+
+    def padded(rows: list[list[int]], value: int) -> torch.Tensor:
+        return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    batch = {
+        "input_ids": padded([e.input_ids for e in examples], pad),
+        "attention_mask": padded([[1] * len(e.input_ids) for e in examples], 0),
+        "labels": padded([e.labels for e in examples], IGNORE_INDEX),
+    }
+    for key in dict.fromkeys(k for e in examples for k in e.token_inputs):
+        batch[key] = padded([e.token_inputs.get(key, [0] * len(e.input_ids)) for e in examples], 0)
+    image_inputs: dict[str, list[torch.Tensor]] = {}
+    for e in examples:
+        if e.images:
+            out = backend.processor(text=[e.text], images=[[_open_image(p) for p in e.images]],
+                                    add_special_tokens=False, return_tensors="pt")
+            for key, value in out.items():
+                if isinstance(value, torch.Tensor) and key not in batch and key != "attention_mask":
+                    image_inputs.setdefault(key, []).append(value)
+    for key, values in image_inputs.items():
+        batch[key] = torch.cat(values, dim=0)
+    out_batch = {}
+    for key, value in batch.items():
+        value = value.to(backend.device)
+        out_batch[key] = value.to(backend.dtype) if value.is_floating_point() else value
+    return out_batch
+
+
+def token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed negative log-likelihood of the labelled tokens and their count (next-token shift applied)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False).logits
+    labels = batch["labels"][:, 1:]
+    logits = logits[:, :-1]
+    mask = labels != IGNORE_INDEX
+    nll = torch.nn.functional.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
+    return nll, int(mask.sum())
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+def train(
+    data: str | Path | Sequence[Row],
+    out_dir: str | Path,
+    *,
+    base: str = DEFAULT_BASE,
+    name: str | None = None,
+    rank: int = DEFAULT_RANK,
+    alpha: float | str = DEFAULT_ALPHA,
+    rslora: bool = False,
+    target_modules: str | Sequence[str] | None = None,
+    lr: float = DEFAULT_LR,
+    epochs: int = DEFAULT_EPOCHS,
+    max_steps: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    micro_batch_size: int | None = None,
+    warmup: float = DEFAULT_WARMUP,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    seed: int = 0,
+    dropout: float = 0.0,
+    grad_clip: float = DEFAULT_GRAD_CLIP,
+    init_adapter: str | Path | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    progress: bool = True,
+    backend: HFBackend | None = None,
+) -> dict[str, Any]:
+    """Fine-tune a LoRA adapter on chat rows and write it with its run card; returns the run card.
+
+    Args:
+        data: Chat rows in the study's format: a JSONL file, a saved Hugging Face dataset folder, a built-in
+            narrow domain name (see :func:`em_tasks.study.narrow_data.load_rows`), or the rows themselves.
+        out_dir: Folder for the adapter files and ``run_card.json`` (overwritten if present).
+        base: Base model: ``default``, ``default-vlm``, a folder, a .gguf file or a hub id; recorded as the
+            adapter's ``base_model_name_or_path``.
+        name: Run name for reports; default: the folder's name.
+        rank: LoRA rank.
+        alpha: LoRA alpha: a number, ``rank`` or ``2rank`` (default; the update scale alpha/rank stays 2).
+        rslora: Rank-stabilised scaling alpha/sqrt(rank) instead of alpha/rank.
+        target_modules: Module names to adapt (comma list), or one regex over full module names (peft's rule);
+            default: attention and MLP projections. Named modules are adapted in the language model only on a VLM.
+        lr: Peak AdamW learning rate.
+        epochs: Passes over the data (ignored when ``max_steps`` is set).
+        max_steps: Exact number of optimizer steps (the data is cycled as needed).
+        batch_size: Rows per optimizer step.
+        micro_batch_size: Rows per forward pass (gradient accumulation); default: ``batch_size``.
+        warmup: Fraction of the steps with a linearly rising learning rate; it then decays linearly to 0.
+        max_length: Longest row in tokens; longer rows are cut (never inside an image's tokens).
+        seed: Seed of the LoRA initialisation and the data order.
+        dropout: LoRA dropout.
+        grad_clip: Gradient-norm clip.
+        init_adapter: Adapter folder to continue training (its rank, alpha and targets are kept, the ones passed
+            here are ignored): a benign fine-tune on top of a harmful adapter, say.
+        dtype: Weights dtype of the base (``auto``: see the backend).
+        device: ``cpu``, ``cuda``...; default: cuda when available.
+        progress: Show a rich progress bar.
+        backend: An already loaded backend of ``base`` to train on (not the shared cached one: its model is wrapped
+            for training and unwrapped afterwards). Default: a fresh one is loaded.
+    """
+    plan = plan_training(
+        out_dir, base=base, name=name, rank=rank, alpha=alpha, rslora=rslora, target_modules=target_modules, lr=lr,
+        epochs=epochs, max_steps=max_steps, batch_size=batch_size, micro_batch_size=micro_batch_size, warmup=warmup,
+        max_length=max_length, seed=seed, dropout=dropout, grad_clip=grad_clip, init_adapter=init_adapter,
+    )
+    rows, data_path = load_training_rows(data)
+    backend = backend or HFBackend(plan.base, dtype=dtype, device=device)
+    return run_plan(plan, rows, data_path, backend, progress=progress)
+
+
+def run_plan(plan: TrainPlan, rows: Sequence[Row], data_path: str | None, backend: HFBackend, *,
+             progress: bool = True) -> dict[str, Any]:
+    """Train one adapter per ``plan`` on a loaded backend, save it, and return the run card."""
+    start = time.monotonic()
+    examples = encode_rows(backend, rows, plan.max_length)
+    torch.manual_seed(plan.seed)
+    model, settled = _wrap(backend, plan)
+    try:
+        curve = _fit(model, backend, examples, settled, progress)
+        card = _save(model, settled, rows, data_path, curve, time.monotonic() - start)
+    finally:
+        backend.model = model.unload()
+        backend.model.eval()
+    return card
+
+
+def train_sweep(
+    ranks: str | Sequence[int],
+    out_root: str | Path,
+    data: str | Path | Sequence[Row],
+    *,
+    base: str = DEFAULT_BASE,
+    name: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Train one adapter per rank into ``out_root/r<rank>/``; ranks whose run card exists are skipped (resumable).
+
+    ``options`` are :func:`train`'s (alpha, lr, max_steps...). Runs are named ``r<rank>`` like their folders, or
+    ``<name>-r<rank>`` when ``name`` is given. Returns the run cards in rank order, finished earlier or now.
+    """
+    rank_list = parse_ranks(ranks)
+    root = Path(out_root).expanduser()
+    plans = {r: plan_training(root / f"r{r}", base=base, name=f"{name}-r{r}" if name else f"r{r}", rank=r, **options)
+             for r in rank_list}
+    rows, data_path = load_training_rows(data)
+    cards: dict[int, dict[str, Any]] = {}
+    backend: HFBackend | None = None
+    for r, plan in plans.items():
+        card_path = plan.out_dir / RUN_CARD
+        if card_path.is_file():
+            logger.info("rank %d: %s exists, skipped", r, card_path)
+            cards[r] = json.loads(card_path.read_text())
+            continue
+        backend = backend or HFBackend(base, dtype=dtype, device=device)
+        cards[r] = run_plan(plan, rows, data_path, backend, progress=progress)
+    return [cards[r] for r in rank_list]
+
+
+def _wrap(backend: HFBackend, plan: TrainPlan) -> tuple[Any, TrainPlan]:
+    """The peft model to train, and the plan with the adapter's actual rank / alpha / targets."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from em_tasks.models.lora import same_base
+
+    base_model = backend.model
+    # peft asks transformers a deprecated question while wrapping; the warning is noise to our users
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    if plan.init_adapter:
+        model = PeftModel.from_pretrained(base_model, plan.init_adapter, is_trainable=True)
+        config = model.peft_config["default"]
+        if config.base_model_name_or_path and not same_base(config.base_model_name_or_path, [plan.base]):
+            logger.warning("--init-adapter %s was trained on '%s', not on '%s'", plan.init_adapter,
+                           config.base_model_name_or_path, plan.base)
+        targets = _card_targets(Path(plan.init_adapter)) or _config_targets(config.target_modules)
+        plan = replace(plan, rank=int(config.r), alpha=float(config.lora_alpha), rslora=bool(config.use_rslora),
+                       target_modules=targets)
+    else:
+        target = peft_target(base_model, plan.target_modules)
+        config = LoraConfig(r=plan.rank, lora_alpha=plan.alpha, use_rslora=plan.rslora, target_modules=target,
+                            lora_dropout=plan.dropout, bias="none")
+        try:
+            model = get_peft_model(base_model, config)
+        except ValueError as ex:
+            raise ValueError(f"--target-modules {','.join(plan.target_modules)} do not fit "
+                             f"{type(base_model).__name__}: {ex}") from ex
+    model.train()
+    return model, plan
+
+
+def _card_targets(folder: Path) -> tuple[str, ...] | None:
+    card = folder / RUN_CARD
+    if card.is_file():
+        targets = json.loads(card.read_text()).get("target_modules")
+        if targets:
+            return tuple(targets)
+    return None
+
+
+def _config_targets(targets: Any) -> tuple[str, ...]:
+    return (targets,) if isinstance(targets, str) else tuple(sorted(targets or ()))
+
+
+def _batches(n: int, plan: TrainPlan, generator: torch.Generator) -> Iterator[list[int]]:
+    """Index batches: shuffled epochs, cycled until ``max_steps`` when set."""
+    epoch = 0
+    while plan.max_steps is not None or epoch < plan.epochs:
+        order = torch.randperm(n, generator=generator).tolist()
+        for i in range(0, n, plan.batch_size):
+            yield order[i: i + plan.batch_size]
+        epoch += 1
+
+
+def total_steps(n_rows: int, plan: TrainPlan) -> int:
+    """Optimizer steps a plan takes on ``n_rows`` rows."""
+    return plan.max_steps if plan.max_steps is not None else plan.epochs * math.ceil(n_rows / plan.batch_size)
+
+
+def _schedule(steps: int, warmup: float) -> Callable[[int], float]:
+    warm = int(round(warmup * steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (steps - step) / max(1, steps - warm))
+
+    return factor
+
+
+def _fit(model: Any, backend: HFBackend, examples: list[Example], plan: TrainPlan,
+         progress: bool) -> list[list[float]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
+    steps = total_steps(len(examples), plan)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(steps, plan.warmup))
+    generator = torch.Generator().manual_seed(plan.seed)
+    curve: list[list[float]] = []
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"train {plan.name}", total=steps, loss="-")
+        batches = _batches(len(examples), plan, generator)
+        for step in range(1, steps + 1):
+            batch = [examples[i] for i in next(batches)]
+            n_tokens = sum(sum(t != IGNORE_INDEX for t in e.labels[1:]) for e in batch)
+            total = 0.0
+            for i in range(0, len(batch), plan.micro_batch_size):
+                nll, _ = token_loss_sum(model, collate(backend, batch[i: i + plan.micro_batch_size]))
+                (nll / n_tokens).backward()
+                total += float(nll.detach())
+            torch.nn.utils.clip_grad_norm_(params, plan.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = total / n_tokens
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"Training loss became {loss} at step {step}; lower --lr or use "
+                                         "--dtype float32")
+            curve.append([step, round(loss, 6)])
+            bar.update(task, advance=1, loss=f"{loss:.4f}")
+    model.eval()
+    return curve
+
+
+def _save(model: Any, plan: TrainPlan, rows: Sequence[Row], data_path: str | None, curve: list[list[float]],
+          seconds: float) -> dict[str, Any]:
+    from em_tasks import __version__
+
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_CARD).unlink(missing_ok=True)  # the card is written last: its presence marks a finished run
+    model.save_pretrained(str(out), safe_serialization=True)
+    config_path = out / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = plan.base
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    data, fraction = describe_data(rows, data_path)
+    card = {
+        "name": plan.name, "base": plan.base, "data": data, "harmful_fraction": fraction, "rank": plan.rank,
+        "alpha": plan.alpha, "rslora": plan.rslora, "target_modules": list(plan.target_modules), "lr": plan.lr,
+        "epochs": plan.epochs, "max_steps": plan.max_steps, "steps": len(curve), "seed": plan.seed,
+        "batch_size": plan.batch_size, "init_adapter": plan.init_adapter, "loss_curve": curve,
+        "seconds": round(seconds, 2), "em_tasks_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (out / RUN_CARD).write_text(json.dumps(card, indent=2))
+    return card
+
