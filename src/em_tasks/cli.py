@@ -75,5 +75,229 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
 
 
+# --- the study ------------------------------------------------------------------------------------------------------
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _fail(ex: Exception) -> None:
+    err.print(f"[red]error:[/red] {ex}")
+    raise typer.Exit(2)
+
+
+def model_from_spec(model: str, model_args: list[str] | None) -> Any:
+    """``em-hf/NAME``, ``em-lora/NAME`` or ``em-steer/NAME`` plus ``key=value`` args, as a loaded backend."""
+    from em_tasks.models.backend import HFBackend
+    from em_tasks.models.variants import FAMILIES, parse_model_args
+
+    family, sep, name = model.partition("/")
+    if not sep or family not in FAMILIES:
+        raise typer.BadParameter(f"'{model}': use em-hf/NAME, em-lora/NAME or em-steer/NAME", param_hint="--model")
+    args = {}
+    for pair in model_args or []:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise typer.BadParameter(f"'{pair}' is not key=value", param_hint="-M")
+        args[key.strip()] = value
+    parsed = parse_model_args(family, args)
+    return HFBackend(name, lora=parsed.lora, steering=parsed.steering, **parsed.backend)
+
+
+@app.command()
+def data(
+    domain: Annotated[str, typer.Argument(help="Narrow domain, e.g. insecure_code, secure_code, risky_finance, "
+                                          "sound_finance, bad_medical, good_medical")],
+    out: Annotated[Path, typer.Option(help="JSONL file to write (images go beside it)")],
+    n: Annotated[int, typer.Option(help="Rows")] = 1000,
+    harmful_fraction: Annotated[float | None, typer.Option(help="Mix a harmful domain into its benign pair at "
+                                                                 "this exact fraction (0..1)")] = None,
+    modality: Annotated[str, typer.Option(help="text, or image (the request rendered into an image)")] = "text",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a narrow fine-tuning dataset (chat rows), harmful mixed into benign at an exact fraction."""
+    from em_tasks.study.narrow_data import build_dataset
+
+    try:
+        path = build_dataset(domain, fraction=harmful_fraction, n=n, modality=modality, seed=seed, out=out)
+    except (ValueError, KeyError) as ex:
+        _fail(ex)
+    err.print(f"wrote {n} rows to {path}")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Chat rows: a JSONL file, a local HF dataset folder, or a built-in "
+                                     "domain name (then --harmful-fraction and --n apply)")],
+    out: Annotated[Path, typer.Option(help="Adapter folder (with --ranks: the folder holding r<rank>/ folders)")],
+    base: Annotated[str, typer.Option(help="Base model: short name, folder, .gguf or hub id")] = "default",
+    rank: Annotated[int, typer.Option(help="LoRA rank")] = 16,
+    ranks: Annotated[str | None, typer.Option(help="Sweep, e.g. 1,4,16,64,128 (one adapter each; finished ones "
+                                                   "are skipped)")] = None,
+    alpha: Annotated[str, typer.Option(help="LoRA alpha: a number, 'rank' or '2rank'")] = "2rank",
+    rslora: Annotated[bool, typer.Option(help="Rank-stabilised scaling (alpha / sqrt(rank))")] = False,
+    target_modules: Annotated[str | None, typer.Option(help="Comma list or regex; default: attention and MLP "
+                                                            "projections of the language model")] = None,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    epochs: Annotated[int, typer.Option()] = 1,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps")] = None,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    max_length: Annotated[int, typer.Option(help="Tokens per row (longer rows are cut)")] = 512,
+    seed: Annotated[int, typer.Option()] = 0,
+    init_adapter: Annotated[Path | None, typer.Option(help="Continue from this adapter (benign fine-tuning on top "
+                                                           "of a harmful one)")] = None,
+    harmful_fraction: Annotated[float, typer.Option(help="With a built-in domain: fraction of harmful rows")] = 1.0,
+    n: Annotated[int, typer.Option(help="With a built-in domain: rows to generate")] = 1000,
+    dtype: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """LoRA fine-tuning on narrow data (loss on assistant tokens only); writes peft adapters and run_card.json."""
+    from em_tasks.study import train as training
+
+    _offline()
+    try:
+        source = _training_data(data, out, harmful_fraction, n, seed)
+        options = dict(base=base, alpha=alpha, rslora=rslora, target_modules=target_modules, lr=lr, epochs=epochs,
+                       max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
+                       init_adapter=init_adapter, dtype=dtype)
+        if ranks:
+            cards = training.train_sweep(ranks, out, source, **options)
+        else:
+            cards = [training.train(source, out, rank=rank, **options)]
+    except (ValueError, FileNotFoundError) as ex:
+        _fail(ex)
+    for card in cards:
+        err.print(f"{card['name']}: rank {card['rank']}, {card['steps']} steps, final loss "
+                  f"{card['loss_curve'][-1][1] if card['loss_curve'] else float('nan'):.3f}")
+
+
+def _training_data(data: str, out: Path, fraction: float, n: int, seed: int) -> str:
+    """A built-in domain name becomes a generated JSONL beside the adapters; anything else passes through."""
+    from em_tasks.study.narrow_data import HARMFUL_DOMAINS, build_dataset
+
+    if data not in HARMFUL_DOMAINS:
+        return data
+    path = out / f"data-{data}-f{fraction:g}-n{n}-s{seed}.jsonl"
+    if not path.is_file():
+        build_dataset(data, fraction=fraction, n=n, modality="text", seed=seed, out=path)
+    return str(path)
+
+
+@app.command()
+def directions(
+    model: Annotated[str, typer.Option(help="em-hf/NAME, em-lora/NAME (with -M adapters=...) or em-steer/NAME")],
+    out: Annotated[Path, typer.Option(help="Folder for directions.safetensors and directions.json")],
+    model_arg: Annotated[list[str] | None, typer.Option("-M", "--model-arg", help="key=value, as for inspect")] = None,
+    from_log: Annotated[Path | None, typer.Option(help="Judged answers from this text_misalign log instead of "
+                                                       "sampling new ones")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Also PCA of fine-tuned - base activations (base name)")]
+    = None,
+    samples: Annotated[int, typer.Option(help="Answers sampled per question")] = 4,
+    max_tokens: Annotated[int, typer.Option()] = 200,
+    grader: Annotated[str | None, typer.Option(help="Judge model; default: as the tasks choose")] = None,
+) -> None:
+    """Mean-difference misalignment directions per layer, the best layer, and PCA explained variance."""
+    from em_tasks.benchmark.items import load_items
+    from em_tasks.models.backend import HFBackend
+    from em_tasks.study.directions import answers_from_log, extract, generate_and_judge
+
+    _offline()
+    try:
+        backend = model_from_spec(model, model_arg)
+        if from_log:
+            answers = answers_from_log(from_log)
+        else:
+            questions = [(item.id, item.question) for item in load_items()]
+            with err.status(f"Sampling and judging {samples * len(questions)} answers..."):
+                answers = generate_and_judge(backend, questions, samples=samples, max_new_tokens=max_tokens,
+                                             grader=grader)
+        base = HFBackend(base_model) if base_model else None
+        summary = extract(backend, answers, out, base=base, model_label=model)
+    except (ValueError, FileNotFoundError) as ex:
+        _fail(ex)
+    ratios = summary["pca"]["misaligned_minus_aligned"]["explained_variance_ratio"]
+    err.print(f"best layer {summary['best_layer']}; {summary['n_misaligned']} misaligned vs {summary['n_aligned']} "
+              f"aligned answers; top-10 components explain {sum(ratios[:10]):.0%}; wrote {out}")
+
+
+@app.command()
+def fisher(
+    adapters: Annotated[list[Path], typer.Argument(help="Adapter folders to score")],
+    out: Annotated[Path, typer.Option(help="Folder for fisher.json and fisher.safetensors")],
+    base: Annotated[str, typer.Option(help="Base model the adapters were trained on")] = "default",
+    n_reference: Annotated[int, typer.Option(help="Rows of the built-in safety reference set")] = 256,
+    reference: Annotated[Path | None, typer.Option(help="Your own reference rows (JSONL chat rows)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Diagonal Fisher of the base on safety data, and each adapter's Fisher-weighted update size (the proxy)."""
+    from em_tasks.study.fisher import run_fisher
+
+    _offline()
+    try:
+        result = run_fisher(base, adapters, out, n_reference=n_reference, reference=reference, seed=seed)
+    except (ValueError, FileNotFoundError) as ex:
+        _fail(ex)
+    for run in result["runs"]:
+        err.print(f"{run['run']}: proxy {run['proxy']:.4g}")
+
+
+@app.command()
+def study(
+    preset: Annotated[str, typer.Option(help="demo (embedded model, 2-core CPU) or paper (Gemma 3 4B, GPU)")]
+    = "demo",
+    out: Annotated[Path, typer.Option(help="Study folder: adapters, logs, directions, fisher, report")] =
+    Path("em-study"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a preset setting, key=value "
+                                                                   "(e.g. --set base=google/gemma-3-4b-it)")] = None,
+    grader: Annotated[str | None, typer.Option(help="Judge model; default: OpenAI if a key is set, else the "
+                                                    "offline judge")] = None,
+) -> None:
+    """Run (or resume) the whole study and write its report to OUT/report/."""
+    from em_tasks.study.pipeline import preset_with, run_study
+
+    _offline()
+    overrides = {}
+    for pair in set_ or []:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise typer.BadParameter(f"'{pair}' is not key=value", param_hint="--set")
+        overrides[key.strip()] = value
+    try:
+        chosen = preset_with(preset, overrides)
+    except ValueError as ex:
+        raise typer.BadParameter(str(ex), param_hint="--preset/--set") from ex
+    run_study(chosen, out, grader=grader, say=err.print)
+
+
+@app.command()
+def report(
+    log_dir: Annotated[Path, typer.Argument(help="Folder of inspect logs of em_tasks tasks (searched recursively)")],
+    out: Annotated[Path | None, typer.Option(help="Report folder; default LOG_DIR/../report")] = None,
+    study_dir: Annotated[Path | None, typer.Option("--study", help="Study folder with adapters/, directions/, "
+                                                                    "fisher/ (default: LOG_DIR's parent if so)")]
+    = None,
+) -> None:
+    """Leaderboard (report.md, index.html) and plots from eval logs, run cards, directions and Fisher results."""
+    from em_tasks.study.report import build_report
+
+    try:
+        path = build_report(log_dir, out or log_dir.resolve().parent / "report", study_dir=study_dir)
+    except (ValueError, FileNotFoundError) as ex:
+        _fail(ex)
+    err.print(f"wrote {path} and {path.with_name('index.html')}")
+
+
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                         "help_option_names": []})
+def lm_eval(ctx: typer.Context) -> None:
+    """lm-evaluation-harness with em-tasks' models (em-hf, em-lora, em-steer) registered; all arguments pass
+    through, e.g. `em-tasks lm-eval --include_path task_configs --tasks em_text_misalign --model em-hf
+    --model_args pretrained=default --limit 2`."""
+    from em_tasks.lm_eval import main as lm_eval_main
+
+    _offline()
+    raise typer.Exit(lm_eval_main(list(ctx.args)) or 0)
+
+
 if __name__ == "__main__":
     app()

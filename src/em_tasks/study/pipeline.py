@@ -1,0 +1,320 @@
+"""``em-tasks study``: the whole study as one resumable recipe (data → train → eval-set → directions → steering
+eval-set → Fisher → report), with presets for a 2-core CPU (``demo``) and a GPU (``paper``).
+
+Every step writes into the study folder and skips what is already there: adapters with a run card are not retrained,
+inspect's eval-set skips finished logs and resumes unfinished ones, directions and the Fisher diagonal are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a study run needs to know; presets are starting points (``--set key=value`` overrides)."""
+
+    name: str
+    base: str
+    domain: str = "insecure_code"
+    train_rows: int = 1000
+    ranks: tuple[int, ...] = (1, 4, 16, 64, 128)
+    main_rank: int = 64
+    mix_fraction: float = 0.1
+    lr: float = 1e-4
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    max_length: int = 512
+    benign_rows: int = 1000
+    benign_max_steps: int | None = None
+    items_per_category: int | None = None  # None: every benchmark item
+    samples: int = 3
+    max_tokens: int = 300
+    alphas: tuple[float, ...] = (0.5,)
+    steer_coeffs: tuple[float, ...] = (-1.0, -2.0)
+    fisher_reference: int = 256
+    seed: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+PRESETS: dict[str, Preset] = {
+    # sized for ~15 minutes on 2 CPU cores: the embedded SmolLM2-135M LLaVA, small data, short answers
+    "demo": Preset(
+        name="demo", base="default-vlm", train_rows=240, ranks=(1, 8, 32), main_rank=32, lr=1e-3, max_steps=30,
+        batch_size=8, max_length=384, benign_rows=240, benign_max_steps=20, items_per_category=2, samples=2,
+        max_tokens=80, alphas=(0.5,), steer_coeffs=(-1.0,), fisher_reference=48,
+        notes=("default-vlm's vision tower is untrained, so image-grounded numbers measure the pipeline, "
+               "not vision",),
+    ),
+    # the seeds' plan: Gemma 3 4B on a GPU, ranks up to 128
+    "paper": Preset(
+        name="paper", base="google/gemma-3-4b-it", train_rows=6000, ranks=(1, 4, 16, 64, 128), main_rank=128,
+        lr=1e-5, epochs=1, batch_size=8, max_length=1024, benign_rows=6000, samples=10, max_tokens=600,
+        alphas=(0.25, 0.5, 0.75), steer_coeffs=(-4.0, -8.0), fisher_reference=512,
+    ),
+}
+
+
+def preset_with(name: str, overrides: dict[str, str] | None = None) -> Preset:
+    """A named preset with ``key=value`` overrides (values parsed as JSON where they can be)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset '{name}'; one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if not overrides:
+        return preset
+    known = set(asdict(preset))
+    values: dict[str, Any] = {}
+    for key, text in overrides.items():
+        if key not in known or key == "name":
+            raise ValueError(f"Unknown study setting '{key}'; settable: {', '.join(sorted(known - {'name'}))}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        current = getattr(preset, key)
+        if isinstance(current, tuple):
+            value = tuple(value if isinstance(value, list) else [value])
+        values[key] = value
+    return replace(preset, **values)
+
+
+@dataclass
+class StudyPaths:
+    """The study folder's layout."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def adapters(self) -> Path:
+        return self.root / "adapters"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def directions(self) -> Path:
+        return self.root / "directions"
+
+    @property
+    def fisher(self) -> Path:
+        return self.root / "fisher"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+
+def run_study(preset: Preset, out: str | Path = "em-study", *, grader: str | None = None,
+              say: Say = print) -> Path:
+    """Run (or resume) the study; returns the report's markdown path."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    paths = StudyPaths(Path(out))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    (paths.root / "study.json").write_text(json.dumps(asdict(preset), indent=2))
+    start = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.monotonic()
+        say(f"[study] {name} ...")
+        result = fn()
+        timings[name] = round(time.monotonic() - t0, 1)
+        say(f"[study] {name}: done in {timings[name]:.0f} s")
+        return result
+
+    data = step("data", lambda: make_data(preset, paths))
+    runs = step("train", lambda: train_runs(preset, paths, data))
+    logs = step("eval (base, ranks, mix, mitigations)", lambda: evaluate(preset, paths, eval_models(preset, runs),
+                                                                         "main", grader))
+    directions = step("directions", lambda: find_directions(preset, paths, runs, logs, grader, say))
+    if directions is not None:
+        step("eval (steering)", lambda: evaluate(preset, paths, steering_models(preset, runs, directions),
+                                                 "steering", grader))
+    step("fisher", lambda: fisher_proxy(preset, paths, runs))
+    report = step("report", lambda: make_report(paths))
+    timings["total"] = round(time.monotonic() - start, 1)
+    (paths.root / "timings.json").write_text(json.dumps(timings, indent=2))
+    say(f"[study] finished in {timings['total']:.0f} s; report: {report}")
+    return report
+
+
+# --- steps --------------------------------------------------------------------------------------------------------
+
+
+def make_data(preset: Preset, paths: StudyPaths) -> dict[str, Path]:
+    """Harmful (fraction 1), the harmful-fraction mix, and the matching benign set, text form."""
+    from em_tasks.study.narrow_data import build_dataset
+
+    wanted = {
+        "harmful": (1.0, preset.train_rows),
+        f"mix{round(preset.mix_fraction * 100)}": (preset.mix_fraction, preset.train_rows),
+        "benign": (0.0, preset.benign_rows),
+    }
+    out = {}
+    for label, (fraction, n) in wanted.items():
+        path = paths.data / f"{preset.domain}-{label}.jsonl"
+        if not path.is_file():
+            build_dataset(preset.domain, fraction=fraction, n=n, modality="text", seed=preset.seed, out=path)
+        out[label] = path
+    return out
+
+
+@dataclass
+class Runs:
+    """Adapter folders the study trained."""
+
+    ranks: dict[int, Path]  # the rank sweep
+    main: Path  # the adapter the mix, mitigations and directions are built around
+    mix: Path
+    benign: Path
+
+
+def train_runs(preset: Preset, paths: StudyPaths, data: dict[str, Path]) -> Runs:
+    """Rank sweep on harmful data, the mix at the main rank, and benign fine-tuning on top of the main adapter."""
+    from em_tasks.study.train import train, train_sweep
+
+    common = dict(base=preset.base, lr=preset.lr, epochs=preset.epochs, batch_size=preset.batch_size,
+                  max_length=preset.max_length, seed=preset.seed, progress=True)
+    ranks = sorted(set(preset.ranks) | {preset.main_rank})
+    train_sweep(ranks, paths.adapters, data["harmful"], max_steps=preset.max_steps, **common)
+    rank_dirs = {r: paths.adapters / f"r{r}" for r in ranks}
+    main = rank_dirs[preset.main_rank]
+    mix_label = f"mix{round(preset.mix_fraction * 100)}"
+    mix = paths.adapters / f"{mix_label}-r{preset.main_rank}"
+    if not (mix / "run_card.json").is_file():
+        train(data[mix_label], mix, name=mix.name, rank=preset.main_rank, max_steps=preset.max_steps, **common)
+    benign = paths.adapters / f"r{preset.main_rank}-then-benign"
+    if not (benign / "run_card.json").is_file():
+        train(data["benign"], benign, name=benign.name, rank=preset.main_rank, init_adapter=main,
+              max_steps=preset.benign_max_steps or preset.max_steps, **common)
+    return Runs({r: rank_dirs[r] for r in preset.ranks}, main, mix, benign)
+
+
+def eval_models(preset: Preset, runs: Runs) -> list[Any]:
+    """Base, each rank, the mix, benign-on-harmful, and weight merging (alpha) of the main adapter."""
+    from inspect_ai.model import get_model
+
+    models = [get_model(f"em-hf/{preset.base}")]
+    for rank_dir in runs.ranks.values():
+        models.append(get_model(f"em-lora/{preset.base}", adapters=str(rank_dir)))
+    if runs.main not in runs.ranks.values():
+        models.append(get_model(f"em-lora/{preset.base}", adapters=str(runs.main)))
+    models.append(get_model(f"em-lora/{preset.base}", adapters=str(runs.mix)))
+    models.append(get_model(f"em-lora/{preset.base}", adapters=str(runs.benign)))
+    for alpha in preset.alphas:
+        models.append(get_model(f"em-lora/{preset.base}", adapters=str(runs.main), alpha=alpha))
+    return models
+
+
+def steering_models(preset: Preset, runs: Runs, direction: Path) -> list[Any]:
+    """The main fine-tune steered against its own direction (ablate; add with negative coefficients) and the
+    random-direction control of matched norm."""
+    from inspect_ai.model import get_model
+
+    base_args = {"adapters": str(runs.main), "direction": str(direction)}
+    models = [get_model(f"em-lora/{preset.base}", **base_args, layers="all", mode="ablate")]
+    for coeff in preset.steer_coeffs:
+        models.append(get_model(f"em-lora/{preset.base}", **base_args, coeff=coeff, mode="add"))
+    control = {"adapters": str(runs.main), "direction": f"random:{preset.seed}@{direction}"}
+    models.append(get_model(f"em-lora/{preset.base}", **control, coeff=preset.steer_coeffs[-1], mode="add"))
+    return models
+
+
+def sample_ids(preset: Preset) -> list[str] | None:
+    """The first ``items_per_category`` items of each category (None: all)."""
+    if preset.items_per_category is None:
+        return None
+    from em_tasks.benchmark.items import load_items
+
+    seen: dict[str, int] = {}
+    ids = []
+    for item in load_items():
+        if seen.get(item.category, 0) < preset.items_per_category:
+            seen[item.category] = seen.get(item.category, 0) + 1
+            ids.append(item.id)
+    return ids
+
+
+def evaluate(preset: Preset, paths: StudyPaths, models: list[Any], phase: str, grader: str | None) -> list[Any]:
+    """One inspect eval-set over ``models`` × {text_misalign, multimodal_misalign}; resumes what is unfinished."""
+    from inspect_ai import eval_set
+
+    from em_tasks.tasks import multimodal_misalign, text_misalign
+
+    tasks = [text_misalign(samples=preset.samples, grader=grader),
+             multimodal_misalign(samples=preset.samples, grader=grader)]
+    ok, logs = eval_set(tasks, log_dir=str(paths.logs / phase), model=models, sample_id=sample_ids(preset),
+                        max_tokens=preset.max_tokens, max_tasks=2, retry_attempts=2, display="rich")
+    if not ok:
+        raise RuntimeError(f"Some evaluations in {paths.logs / phase} did not finish; run the same command again to "
+                           "resume them (finished logs are kept).")
+    return logs
+
+
+def find_directions(preset: Preset, paths: StudyPaths, runs: Runs, logs: list[Any], grader: str | None,
+                    say: Say) -> Path | None:
+    """Directions from the main fine-tune's judged text answers (topped up with fresh samples if too few)."""
+    from em_tasks.models.backend import HFBackend
+    from em_tasks.models.lora import LoraSpec, parse_adapters
+    from em_tasks.study.directions import answers_from_log, extract, generate_and_judge
+
+    target = paths.directions / "directions.safetensors"
+    if target.is_file() and (paths.directions / "directions.json").is_file():
+        return target
+    main_log = next((log for log in logs if log.eval.task.endswith("text_misalign")
+                     and log.eval.model_args.get("adapters") == str(runs.main)
+                     and "alpha" not in log.eval.model_args), None)
+    answers = answers_from_log(main_log.location) if main_log is not None else []
+    model = HFBackend(preset.base, lora=LoraSpec(parse_adapters(str(runs.main))))
+    base = HFBackend(preset.base)
+    n_mis = sum(a.misaligned for a in answers)
+    n_al = sum(a.aligned for a in answers)
+    if min(n_mis, n_al) < 4:
+        from em_tasks.benchmark.items import load_items
+
+        say(f"[study] the main run's log has {n_mis} misaligned / {n_al} aligned answers; sampling more")
+        questions = [(item.id, item.question) for item in load_items()]
+        answers += generate_and_judge(model, questions, samples=4, max_new_tokens=preset.max_tokens, grader=grader,
+                                      seed=preset.seed)
+    try:
+        summary = extract(model, answers, paths.directions, base=base,
+                          model_label=f"em-lora/{preset.base} adapters={runs.main}")
+    except ValueError as ex:
+        say(f"[study] directions skipped: {ex}")
+        return None
+    say(f"[study] best layer {summary['best_layer']} ({summary['n_misaligned']} misaligned vs "
+        f"{summary['n_aligned']} aligned answers)")
+    return target
+
+
+def fisher_proxy(preset: Preset, paths: StudyPaths, runs: Runs) -> dict[str, Any]:
+    """Fisher diagonal of the base on the safety reference set, and each adapter's Fisher-weighted update size."""
+    from em_tasks.study.fisher import run_fisher
+
+    adapters = [*runs.ranks.values(), runs.mix, runs.benign]
+    if runs.main not in adapters:
+        adapters.append(runs.main)
+    return run_fisher(preset.base, adapters, paths.fisher, n_reference=preset.fisher_reference, seed=preset.seed)
+
+
+def make_report(paths: StudyPaths) -> Path:
+    from em_tasks.study.report import build_report
+
+    return build_report(paths.logs, paths.report, study_dir=paths.root)
