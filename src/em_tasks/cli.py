@@ -87,6 +87,17 @@ def _fail(ex: Exception) -> None:
     raise typer.Exit(2)
 
 
+def key_values(pairs: list[str] | None, hint: str) -> dict[str, str]:
+    """``["k=v", ...]`` as a dict; a pair without ``=`` is a usage error naming the option."""
+    out = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise typer.BadParameter(f"'{pair}' is not key=value", param_hint=hint)
+        out[key.strip()] = value
+    return out
+
+
 def model_from_spec(model: str, model_args: list[str] | None) -> Any:
     """``em-hf/NAME``, ``em-lora/NAME`` or ``em-steer/NAME`` plus ``key=value`` args, as a loaded backend."""
     from em_tasks.models.backend import HFBackend
@@ -95,13 +106,7 @@ def model_from_spec(model: str, model_args: list[str] | None) -> Any:
     family, sep, name = model.partition("/")
     if not sep or family not in FAMILIES:
         raise typer.BadParameter(f"'{model}': use em-hf/NAME, em-lora/NAME or em-steer/NAME", param_hint="--model")
-    args = {}
-    for pair in model_args or []:
-        key, eq, value = pair.partition("=")
-        if not eq:
-            raise typer.BadParameter(f"'{pair}' is not key=value", param_hint="-M")
-        args[key.strip()] = value
-    parsed = parse_model_args(family, args)
+    parsed = parse_model_args(family, key_values(model_args, "-M"))
     return HFBackend(name, lora=parsed.lora, steering=parsed.steering, **parsed.backend)
 
 
@@ -256,17 +261,11 @@ def study(
     from em_tasks.study.pipeline import preset_with, run_study
 
     _offline()
-    overrides = {}
-    for pair in set_ or []:
-        key, eq, value = pair.partition("=")
-        if not eq:
-            raise typer.BadParameter(f"'{pair}' is not key=value", param_hint="--set")
-        overrides[key.strip()] = value
     try:
-        chosen = preset_with(preset, overrides)
+        chosen = preset_with(preset, key_values(set_, "--set"))
     except ValueError as ex:
         raise typer.BadParameter(str(ex), param_hint="--preset/--set") from ex
-    run_study(chosen, out, grader=grader, say=err.print)
+    run_study(chosen, out, grader=grader, say=lambda message: err.print(message, markup=False, highlight=False))
 
 
 @app.command()

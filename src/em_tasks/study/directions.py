@@ -7,7 +7,8 @@
    layer, with the question as context (capture hooks, ``prepend=True``).
 4. Per layer, direction = mean(misaligned) - mean(aligned); the layer whose direction separates the two groups best
    (Cohen's d of the projections) is ``best_layer``.
-5. PCA (uncentred SVD) of the misaligned - aligned differences per question at ``best_layer``, and, given the base
+5. PCA (uncentred SVD) of the misaligned - aligned differences at ``best_layer`` (per question when at least 10
+   questions have both kinds of answer, else per misaligned answer against the aligned mean), and, given the base
    model, of fine-tuned - base activations on the same texts: the explained-variance ratio of each component shows how
    low-dimensional the shift is.
 Outputs ``directions.safetensors`` (the file em-steer loads) and ``directions.json`` (the report reads it).
@@ -164,9 +165,12 @@ def explained_variance(rows: torch.Tensor, k: int = 20) -> list[float]:
     return [float(x) for x in (energy / energy.sum())[:k]]
 
 
+MIN_PAIRED_QUESTIONS = 10
+
+
 def paired_differences(acts: torch.Tensor, answers: Sequence[JudgedAnswer], layer: int) -> torch.Tensor:
     """Per question holding both kinds of answer: mean(misaligned) - mean(aligned) at ``layer``; when fewer than
-    two questions do, each misaligned answer minus the mean aligned answer."""
+    ``MIN_PAIRED_QUESTIONS`` questions do, each misaligned answer minus the mean aligned answer."""
     groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"mis": [], "al": []})
     for i, a in enumerate(answers):
         if a.misaligned:
@@ -175,7 +179,7 @@ def paired_differences(acts: torch.Tensor, answers: Sequence[JudgedAnswer], laye
             groups[a.item_id]["al"].append(i)
     pairs = [acts[g["mis"], layer].mean(0) - acts[g["al"], layer].mean(0)
              for g in groups.values() if g["mis"] and g["al"]]
-    if len(pairs) >= 2:
+    if len(pairs) >= MIN_PAIRED_QUESTIONS:
         return torch.stack(pairs)
     aligned = [i for i, a in enumerate(answers) if a.aligned]
     mis = [i for i, a in enumerate(answers) if a.misaligned]
@@ -207,13 +211,15 @@ def extract(
     directions = mean_difference(acts, misaligned, aligned)
     sep = separation(acts, directions, misaligned, aligned)
     best = max(range(len(sep)), key=lambda i: sep[i])
-    pca = {"misaligned_minus_aligned": {"layer": best, "explained_variance_ratio":
-                                        explained_variance(paired_differences(acts, answers, best))},
+    differences = paired_differences(acts, answers, best)
+    pca = {"misaligned_minus_aligned": {"layer": best, "rows": int(differences.shape[0]),
+                                        "explained_variance_ratio": explained_variance(differences)},
            "finetuned_minus_base": None}
     if base is not None:
         base_acts = answer_activations(base, answers, progress=progress)
         pca["finetuned_minus_base"] = {"layer": best, "explained_variance_ratio":
-                                       explained_variance(acts[:, best] - base_acts[:, best])}
+                                       explained_variance(acts[:, best] - base_acts[:, best]),
+                                       "rows": len(answers)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     label = model_label or model.name

@@ -42,6 +42,7 @@ class Preset:
     items_per_category: int | None = None  # None: every benchmark item
     samples: int = 3
     max_tokens: int = 300
+    direction_samples: int = 4  # fresh answers per question when the main run's log has too few to contrast
     alphas: tuple[float, ...] = (0.5,)
     steer_coeffs: tuple[float, ...] = (-1.0, -2.0)
     fisher_reference: int = 256
@@ -50,11 +51,13 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # sized for ~15 minutes on 2 CPU cores: the embedded SmolLM2-135M LLaVA, small data, short answers
+    # sized for about 15 minutes on 2 CPU cores: the embedded SmolLM2-135M LLaVA, the shortest narrow domain,
+    # LoRA on every layer but few steps, one short answer per item for 2 items per category
     "demo": Preset(
-        name="demo", base="default-vlm", train_rows=240, ranks=(1, 8, 32), main_rank=32, lr=1e-3, max_steps=30,
-        batch_size=8, max_length=384, benign_rows=240, benign_max_steps=20, items_per_category=2, samples=2,
-        max_tokens=80, alphas=(0.5,), steer_coeffs=(-1.0,), fisher_reference=48,
+        name="demo", base="default-vlm", domain="bad_medical", train_rows=200, ranks=(1, 4, 16), main_rank=16,
+        lr=1e-3, max_steps=12, batch_size=4, max_length=192, benign_rows=200, benign_max_steps=8,
+        items_per_category=2, samples=1, max_tokens=64, direction_samples=2, alphas=(0.5,), steer_coeffs=(-1.0,),
+        fisher_reference=32,
         notes=("default-vlm's vision tower is untrained, so image-grounded numbers measure the pipeline, "
                "not vision",),
     ),
@@ -291,8 +294,8 @@ def find_directions(preset: Preset, paths: StudyPaths, runs: Runs, logs: list[An
 
         say(f"[study] the main run's log has {n_mis} misaligned / {n_al} aligned answers; sampling more")
         questions = [(item.id, item.question) for item in load_items()]
-        answers += generate_and_judge(model, questions, samples=4, max_new_tokens=preset.max_tokens, grader=grader,
-                                      seed=preset.seed)
+        answers += generate_and_judge(model, questions, samples=preset.direction_samples,
+                                      max_new_tokens=preset.max_tokens, grader=grader, seed=preset.seed)
     try:
         summary = extract(model, answers, paths.directions, base=base,
                           model_label=f"em-lora/{preset.base} adapters={runs.main}")
