@@ -208,3 +208,33 @@ def test_em_steer_runs_the_text_task_through_inspect(tiny_llama_dir, tmp_path):
                log_dir=str(tmp_path / "logs"))[0]
     assert log.status == "success", log.error
     assert log.samples[0].output.metadata["em_model"]["steering"]["layers"] == [0, 1]
+
+
+def test_hooks_handle_layers_that_return_tuples():
+    """Older transformers layers return (hidden, ...) tuples; the edit goes to the first element only."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    class TupleLayer(nn.Module):
+        def forward(self, h):
+            return h * 2, "attention"
+
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([TupleLayer(), TupleLayer()])
+
+    class Fake(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = Inner()
+            self.config = SimpleNamespace(hidden_size=4)
+
+    fake = Fake()
+    h = torch.ones(1, 3, 4)
+    v = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    with steer(fake, v, layers=1, coeff=5.0):
+        out, extra = fake.model.layers[1](h)
+    assert extra == "attention" and torch.equal(out, h * 2 + 5.0 * v)
+    assert torch.equal(fake.model.layers[1](h)[0], h * 2)

@@ -40,7 +40,7 @@ def test_tiny_study_runs_end_to_end_and_resumes(tiny_vlm_dir, tmp_path, monkeypa
     assert {r["run"] for r in fisher["runs"]} >= {"r1", "r2"}
     text = report.read_text()
     assert "r2-then-benign" in text and "random" in text  # a mitigation and the steering control are reported
-    steering_logs = list((out / "logs" / "steering").glob("*.eval"))
+    steering_logs = list((out / "logs" / "steering").rglob("*.eval"))
     assert steering_logs
     # a second run resumes: nothing is retrained and finished logs are kept as they are
     cards = {p: p.stat().st_mtime_ns for p in (out / "adapters").glob("*/run_card.json")}

@@ -413,6 +413,19 @@ def get_backend(name: str, **kwargs: Any) -> HFBackend:
         return _CACHE[key]
 
 
+def release_backends() -> None:
+    """Forget every cached backend so its weights can be freed (one model at a time in long sweeps)."""
+    import gc
+
+    with _CACHE_LOCK:
+        for backend in _CACHE.values():
+            backend._executor.shutdown(wait=False)
+        _CACHE.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _is_vlm_config(config: Any) -> bool:
     from transformers import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 

@@ -210,34 +210,33 @@ def train_runs(preset: Preset, paths: StudyPaths, data: dict[str, Path]) -> Runs
     return Runs({r: rank_dirs[r] for r in preset.ranks}, main, mix, benign)
 
 
-def eval_models(preset: Preset, runs: Runs) -> list[Any]:
+ModelSpec = tuple[str, str, dict[str, Any]]
+"""(run label, inspect model name, model args)."""
+
+
+def eval_models(preset: Preset, runs: Runs) -> list[ModelSpec]:
     """Base, each rank, the mix, benign-on-harmful, and weight merging (alpha) of the main adapter."""
-    from inspect_ai.model import get_model
-
-    models = [get_model(f"em-hf/{preset.base}")]
-    for rank_dir in runs.ranks.values():
-        models.append(get_model(f"em-lora/{preset.base}", adapters=str(rank_dir)))
-    if runs.main not in runs.ranks.values():
-        models.append(get_model(f"em-lora/{preset.base}", adapters=str(runs.main)))
-    models.append(get_model(f"em-lora/{preset.base}", adapters=str(runs.mix)))
-    models.append(get_model(f"em-lora/{preset.base}", adapters=str(runs.benign)))
+    lora = f"em-lora/{preset.base}"
+    specs: list[ModelSpec] = [("base", f"em-hf/{preset.base}", {})]
+    for rank_dir in dict.fromkeys([*runs.ranks.values(), runs.main, runs.mix, runs.benign]):
+        specs.append((rank_dir.name, lora, {"adapters": str(rank_dir)}))
     for alpha in preset.alphas:
-        models.append(get_model(f"em-lora/{preset.base}", adapters=str(runs.main), alpha=alpha))
-    return models
+        specs.append((f"{runs.main.name}-alpha{alpha:g}", lora, {"adapters": str(runs.main), "alpha": alpha}))
+    return specs
 
 
-def steering_models(preset: Preset, runs: Runs, direction: Path) -> list[Any]:
+def steering_models(preset: Preset, runs: Runs, direction: Path) -> list[ModelSpec]:
     """The main fine-tune steered against its own direction (ablate; add with negative coefficients) and the
     random-direction control of matched norm."""
-    from inspect_ai.model import get_model
-
-    base_args = {"adapters": str(runs.main), "direction": str(direction)}
-    models = [get_model(f"em-lora/{preset.base}", **base_args, layers="all", mode="ablate")]
+    lora = f"em-lora/{preset.base}"
+    main = {"adapters": str(runs.main), "direction": str(direction)}
+    specs: list[ModelSpec] = [(f"{runs.main.name}-ablate", lora, {**main, "layers": "all", "mode": "ablate"})]
     for coeff in preset.steer_coeffs:
-        models.append(get_model(f"em-lora/{preset.base}", **base_args, coeff=coeff, mode="add"))
-    control = {"adapters": str(runs.main), "direction": f"random:{preset.seed}@{direction}"}
-    models.append(get_model(f"em-lora/{preset.base}", **control, coeff=preset.steer_coeffs[-1], mode="add"))
-    return models
+        specs.append((f"{runs.main.name}-add{coeff:g}", lora, {**main, "coeff": coeff, "mode": "add"}))
+    control = {"adapters": str(runs.main), "direction": f"random:{preset.seed}@{direction}",
+               "coeff": preset.steer_coeffs[-1], "mode": "add"}
+    specs.append((f"{runs.main.name}-random{preset.steer_coeffs[-1]:g}", lora, control))
+    return specs
 
 
 def sample_ids(preset: Preset) -> list[str] | None:
@@ -255,19 +254,32 @@ def sample_ids(preset: Preset) -> list[str] | None:
     return ids
 
 
-def evaluate(preset: Preset, paths: StudyPaths, models: list[Any], phase: str, grader: str | None) -> list[Any]:
-    """One inspect eval-set over ``models`` × {text_misalign, multimodal_misalign}; resumes what is unfinished."""
-    from inspect_ai import eval_set
+def evaluate(preset: Preset, paths: StudyPaths, models: list[ModelSpec], phase: str,
+             grader: str | None) -> list[Any]:
+    """An inspect eval-set per run over {text_misalign, multimodal_misalign}, in ``logs/<phase>/<run>/``.
 
+    One run at a time, so only one model is in memory (eight 4B models at once would not fit a GPU); each eval-set
+    resumes what is unfinished and skips what is done.
+    """
+    from inspect_ai import eval_set
+    from inspect_ai.model import get_model
+
+    from em_tasks.models.backend import release_backends
     from em_tasks.tasks import multimodal_misalign, text_misalign
 
-    tasks = [text_misalign(samples=preset.samples, grader=grader),
-             multimodal_misalign(samples=preset.samples, grader=grader)]
-    ok, logs = eval_set(tasks, log_dir=str(paths.logs / phase), model=models, sample_id=sample_ids(preset),
-                        max_tokens=preset.max_tokens, max_tasks=2, retry_attempts=2, display="rich")
-    if not ok:
-        raise RuntimeError(f"Some evaluations in {paths.logs / phase} did not finish; run the same command again to "
-                           "resume them (finished logs are kept).")
+    logs: list[Any] = []
+    for label, name, args in models:
+        tasks = [text_misalign(samples=preset.samples, grader=grader),
+                 multimodal_misalign(samples=preset.samples, grader=grader)]
+        log_dir = paths.logs / phase / label
+        ok, run_logs = eval_set(tasks, log_dir=str(log_dir), model=get_model(name, memoize=False, **args),
+                                sample_id=sample_ids(preset), max_tokens=preset.max_tokens, retry_attempts=2,
+                                display="rich")
+        release_backends()
+        if not ok:
+            raise RuntimeError(f"Some evaluations in {log_dir} did not finish; run the same command again to resume "
+                               "them (finished logs are kept).")
+        logs += run_logs
     return logs
 
 
