@@ -20,7 +20,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from inspect_ai import Task, eval  # noqa: E402
 from inspect_ai.dataset import Sample  # noqa: E402
-from inspect_ai.model import GenerateConfig, get_model  # noqa: E402
+from inspect_ai.model import get_model  # noqa: E402
 from inspect_ai.solver import generate  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 

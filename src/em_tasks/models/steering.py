@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from em_tasks.models.layers import decoder_layers, hidden_size, unwrap
+from em_tasks.models.layers import decoder_layers, hidden_size
 
 MODES = ("add", "ablate", "clamp")
 POSITIONS = ("all", "generated")
@@ -44,7 +44,7 @@ class SteeringSpec:
     """
 
     direction: str
-    layers: str | int | tuple[int, ...] | None = None
+    layers: str | int | tuple[int, ...] | list[int] | None = None  # a list is stored as a tuple
     coeff: float | None = None
     mode: str | None = None
     positions: str = "all"
@@ -380,7 +380,7 @@ def steer(
     target = model if isinstance(model, nn.Module) else model.model
     tensors = direction if isinstance(direction, (torch.Tensor, Mapping)) else None
     spec = SteeringSpec(direction="<tensor>" if tensors is not None else str(direction),
-                        layers=tuple(layers) if isinstance(layers, list) else layers, coeff=coeff, mode=mode,
+                        layers=layers, coeff=coeff, mode=mode,
                         positions=positions)
     steering = Steering(target, spec, vectors=tensors)
     with steering.active():

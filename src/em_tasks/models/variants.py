@@ -61,10 +61,9 @@ def parse_model_args(family: str, args: Mapping[str, Any]) -> VariantArgs:
     elif any(args.get(k) is not None for k in LORA_ARGS):
         raise ValueError(f"{sorted(k for k in LORA_ARGS if k in args)} given without adapters=")
     if args.get("direction") not in (None, ""):
-        layers = args.get("layers")
         out.steering = SteeringSpec(
             direction=str(args["direction"]),
-            layers=tuple(layers) if isinstance(layers, list) else layers,
+            layers=args.get("layers"),
             coeff=None if args.get("coeff") is None else float(args["coeff"]),
             mode=None if args.get("mode") is None else str(args["mode"]),
             positions=str(args.get("positions", "all")),

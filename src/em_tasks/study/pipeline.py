@@ -267,13 +267,14 @@ def evaluate(preset: Preset, paths: StudyPaths, models: list[ModelSpec], phase: 
     from em_tasks.models.backend import release_backends
     from em_tasks.tasks import multimodal_misalign, text_misalign
 
+    ids = sample_ids(preset)
     logs: list[Any] = []
     for label, name, args in models:
         tasks = [text_misalign(samples=preset.samples, grader=grader),
                  multimodal_misalign(samples=preset.samples, grader=grader)]
         log_dir = paths.logs / phase / label
         ok, run_logs = eval_set(tasks, log_dir=str(log_dir), model=get_model(name, memoize=False, **args),
-                                sample_id=sample_ids(preset), max_tokens=preset.max_tokens, retry_attempts=2,
+                                sample_id=ids, max_tokens=preset.max_tokens, retry_attempts=2,
                                 display="rich")
         release_backends()
         if not ok:
