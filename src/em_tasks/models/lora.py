@@ -106,16 +106,7 @@ def parse_adapters(value: str | Sequence[Any]) -> tuple[AdapterRef, ...]:
         elif isinstance(item, (tuple, list)):
             ref = AdapterRef(str(item[0]), float(item[1]))
         else:
-            text = str(item).strip()
-            path, weight = text, 1.0
-            head, sep, tail = text.rpartition(":")
-            if sep:
-                try:
-                    weight = float(tail)
-                    path = head
-                except ValueError:
-                    pass
-            ref = AdapterRef(path, weight)
+            ref = AdapterRef(*split_adapter(str(item)))
         folder = Path(ref.path).expanduser()
         if not (folder / "adapter_config.json").is_file():
             raise FileNotFoundError(
@@ -126,6 +117,18 @@ def parse_adapters(value: str | Sequence[Any]) -> tuple[AdapterRef, ...]:
     if not refs:
         raise ValueError("No adapters given: -M adapters=PATH or PATH:WEIGHT,PATH:WEIGHT")
     return tuple(refs)
+
+
+def split_adapter(text: str) -> tuple[str, float]:
+    """``PATH[:WEIGHT]`` as (path, weight); a colon not followed by a number belongs to the path."""
+    text = text.strip()
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
 
 
 # --- fit checks -------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from em_tasks.models.lora import split_adapter
 from em_tasks.study import plots
 
 TEXT_TASK = "text_misalign"
@@ -487,13 +488,7 @@ def parse_adapters(value: str, study_dir: Path | None, notes: list[str]) -> list
     """The ``adapters=PATH[:WEIGHT],...`` model arg as adapters with their run cards."""
     adapters = []
     for part in (p.strip() for p in value.split(",") if p.strip()):
-        spec, weight = part, 1.0
-        head, sep, tail = part.rpartition(":")
-        if sep and head:
-            try:
-                spec, weight = head, float(tail)
-            except ValueError:
-                pass  # a colon inside the path
+        spec, weight = split_adapter(part)
         path = resolve_path(spec, study_dir, "adapters")
         card = _read_card(path, notes) if path else None
         if path is None:
