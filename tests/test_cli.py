@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +11,16 @@ from typer.testing import CliRunner
 from em_tasks.cli import app
 
 runner = CliRunner()
+# Errors are drawn in a rich box whose line breaks depend on the terminal width and the length of the temporary
+# path; a wide fixed terminal keeps a message on one line, and plain() drops the box and colour codes anyway.
+WIDE = {"COLUMNS": "2000", "NO_COLOR": "1"}
+
+
+def plain(output: str) -> str:
+    """The output's words, without ANSI codes, box-drawing characters or line breaks."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    text = re.sub(r"[\u2500-\u257f]", " ", text)
+    return " ".join(text.split())
 
 
 @pytest.fixture(autouse=True)
@@ -56,13 +67,13 @@ def test_judge_adds_the_verdicts_to_each_line(tmp_path):
 def test_bad_lines_are_named(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
-    result = runner.invoke(app, ["judge", str(path)])
-    assert result.exit_code != 0 and message in " ".join(result.output.split())
+    result = runner.invoke(app, ["judge", str(path)], env=WIDE)
+    assert result.exit_code != 0 and message in plain(result.output)
 
 
 def test_openai_grader_without_key_points_to_the_offline_judge(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     path = tmp_path / "in.jsonl"
     path.write_text('{"question": "q", "answer": "a"}\n')
-    result = runner.invoke(app, ["judge", str(path), "--grader", "openai/gpt-4o-2024-08-06"])
-    assert result.exit_code != 0 and "offline judge" in " ".join(result.output.split())
+    result = runner.invoke(app, ["judge", str(path), "--grader", "openai/gpt-4o-2024-08-06"], env=WIDE)
+    assert result.exit_code != 0 and "offline judge" in plain(result.output)
