@@ -278,6 +278,17 @@ def test_report_rates_gap_and_unscored_counts(study):
     assert r4[4].endswith("n=7") and r4[9] == "0 / 1"  # one image answer unscored, counted apart
 
 
+def test_report_says_when_a_run_is_indistinguishable_from_base(study):
+    md = study["md"]
+    assert table_row(md, "base default")[10] == "—"  # base is not compared with itself
+    # r16: text 4/8 [21.5, 78.5] and image 7/8 [52.9, 97.8] both overlap base's 1/8 and 2/8
+    assert table_row(md, "r16")[10] == "no detectable difference from base / no detectable difference from base"
+    assert table_row(md, "openai/gpt-4o-mini")[10] == "—"  # another base model: nothing to compare with
+    runs = {r["label"]: r for r in json.loads((study["report"].parent / "report.json").read_text())["runs"]}
+    assert runs["r16"]["text"]["vs_base"] == runs["r16"]["image"]["vs_base"] == "no detectable difference"
+    assert runs["base default"]["text"]["vs_base"] is None
+
+
 def test_report_takes_the_latest_successful_log_of_a_retried_run(study):
     r16 = table_row(study["md"], "r16")
     assert r16[3].startswith("50.0 %")  # not the older 100 % log, nor the later failed one
@@ -295,16 +306,19 @@ def test_report_sets_the_fisher_proxy_beside_measured_misalignment(study):
 
 def test_report_writes_every_plot_and_a_self_contained_page(study):
     out = study["report"].parent
-    for name in PLOT_FILES.values():
+    plotted = [name for kind, name in PLOT_FILES.items() if kind != "control"]  # this study has no control logs
+    for name in plotted:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in study["md"]
+    assert not (out / PLOT_FILES["control"]).exists() and "Positive control" not in study["md"]
     page = (out / "index.html").read_text()
-    assert page.count('src="data:image/png;base64,') == len(PLOT_FILES)
+    assert page.count('src="data:image/png;base64,') == len(plotted)
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing to fetch
     assert "r8-f0.5" in page and "<table>" in page
     assert "k for 90% cumulative" in study["md"] and "| misaligned_minus_aligned | 13 | 4 | 60.0 % | 3 |" in study["md"]
     summary = json.loads((out / "report.json").read_text())
     assert len(summary["runs"]) == len(study["runs"]) + 1
+    assert "control" not in summary
 
 
 def test_foreign_logs_without_cards_or_study_give_a_report_with_skipped_plots(templates, tmp_path):
