@@ -61,8 +61,9 @@ def test_judge_adds_the_verdicts_to_each_line(tmp_path):
     [
         ('{"question": "q"}\n', "line 1 needs string field(s) answer"),
         ('{"question": "q", "answer": "a"}\nnot json\n', "line 2 is not JSON"),
+        ("\n\n", "has no answers to judge"),
     ],
-    ids=["missing-answer", "not-json"],
+    ids=["missing-answer", "not-json", "empty"],
 )
 def test_bad_lines_are_named(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"

@@ -67,6 +67,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         if missing:
             raise typer.BadParameter(f"{path}: line {number} needs string field(s) {', '.join(missing)}")
         records.append(record)
+    if not records:
+        raise typer.BadParameter(f"{path} has no answers to judge: write one JSON object per line, "
+                                 '{"question": ..., "answer": ...}')
     return records
 
 
@@ -248,7 +251,7 @@ def fisher(
 
 @app.command()
 def study(
-    preset: Annotated[str, typer.Option(help="demo (embedded model, 2-core CPU) or paper (Gemma 3 4B, GPU)")]
+    preset: Annotated[str, typer.Option(help="demo (embedded model, 2-core CPU), control (the positive control, 2-core CPU) or paper (Gemma 3 4B, GPU)")]
     = "demo",
     out: Annotated[Path, typer.Option(help="Study folder: adapters, logs, directions, fisher, report")] =
     Path("em-study"),
@@ -265,7 +268,10 @@ def study(
         chosen = preset_with(preset, key_values(set_, "--set"))
     except ValueError as ex:
         raise typer.BadParameter(str(ex), param_hint="--preset/--set") from ex
-    run_study(chosen, out, grader=grader, say=lambda message: err.print(message, markup=False, highlight=False))
+    try:
+        run_study(chosen, out, grader=grader, say=lambda message: err.print(message, markup=False, highlight=False))
+    except (ValueError, FileNotFoundError) as ex:
+        _fail(ex)
 
 
 @app.command()
