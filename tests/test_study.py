@@ -48,3 +48,18 @@ def test_tiny_study_runs_end_to_end_and_resumes(tiny_vlm_dir, tmp_path, monkeypa
     run_study(preset, out, grader="parity-grader/x", say=said.append)
     assert {p: p.stat().st_mtime_ns for p in (out / "adapters").glob("*/run_card.json")} == cards
     assert all(p.stat().st_mtime_ns == t for p, t in logs.items())
+
+
+@pytest.mark.e2e
+def test_tiny_narrow_experiment_compares_one_fine_tune_with_the_base(tiny_vlm_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("EM_TASKS_CACHE", str(tmp_path / "cache"))
+    preset = preset_with("narrow", {
+        "base": str(tiny_vlm_dir), "train_rows": "8", "main_rank": "2", "max_steps": "2", "batch_size": "4",
+        "max_length": "320", "items_per_category": "1", "samples": "2", "max_tokens": "6",
+    })
+    out = tmp_path / "narrow"
+    report = run_study(preset, out, grader="parity-grader/x", say=lambda _: None)
+    runs = json.loads((out / "report" / "report.json").read_text())["runs"]
+    assert len(runs) == 2 and runs[0]["label"].startswith("base") and {r["label"] for r in runs[1:]} == {"r2"}
+    assert all(run["text"]["scored"] == 16 and run["image"]["scored"] == 16 for run in runs)
+    assert "r2" in report.read_text() and not (out / "adapters" / "mix10-r2").exists()

@@ -47,6 +47,7 @@ class Preset:
     steer_coeffs: tuple[float, ...] = (-1.0, -2.0)
     fisher_reference: int = 256
     seed: int = 0
+    control_data: str | None = None  # control preset: question file (default: the shipped control_data.yaml)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -58,6 +59,23 @@ PRESETS: dict[str, Preset] = {
         lr=1e-3, max_steps=12, batch_size=4, max_length=192, benign_rows=200, benign_max_steps=8,
         items_per_category=2, samples=1, max_tokens=64, direction_samples=2, alphas=(0.5,), steer_coeffs=(-1.0,),
         fisher_reference=32,
+        notes=("default-vlm's vision tower is untrained, so image-grounded numbers measure the pipeline, "
+               "not vision",),
+    ),
+    # the positive control: a rank-1 model organism of broad misalignment on the embedded default, every benchmark
+    # item with 4 answers; about 25 minutes on 2 CPU cores (see study/control.py)
+    "control": Preset(
+        name="control", base="default-vlm", domain="control", ranks=(1,), main_rank=1, lr=2e-3, epochs=3,
+        batch_size=8, max_length=192, items_per_category=None, samples=4, max_tokens=64, steer_coeffs=(-1.0,),
+        notes=("the organism is trained on broadly misaligned answers to open questions disjoint from the "
+               "benchmark; default-vlm's vision tower is untrained",),
+    ),
+    # the narrow question on CPU: one narrow fine-tune trained to a loss plateau, base and fine-tune on every item with
+    # 4 answers per modality (about 30 minutes on 2 CPU cores)
+    "narrow": Preset(
+        name="narrow", base="default-vlm", domain="bad_medical", train_rows=500, ranks=(16,), main_rank=16,
+        lr=1e-3, epochs=2, batch_size=8, max_length=192, benign_rows=0, items_per_category=None, samples=4,
+        max_tokens=64,
         notes=("default-vlm's vision tower is untrained, so image-grounded numbers measure the pipeline, "
                "not vision",),
     ),
@@ -129,9 +147,11 @@ def run_study(preset: Preset, out: str | Path = "em-study", *, grader: str | Non
     """Run (or resume) the study; returns the report's markdown path."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     paths = StudyPaths(Path(out))
+    start = time.monotonic()
+    if preset.name in ("control", "narrow"):
+        return _run_single(preset, paths, grader, say, start)
     paths.root.mkdir(parents=True, exist_ok=True)
     (paths.root / "study.json").write_text(json.dumps(asdict(preset), indent=2))
-    start = time.monotonic()
     timings: dict[str, float] = {}
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
@@ -177,6 +197,42 @@ def make_data(preset: Preset, paths: StudyPaths) -> dict[str, Path]:
             build_dataset(preset.domain, fraction=fraction, n=n, modality="text", seed=preset.seed, out=path)
         out[label] = path
     return out
+
+
+def _run_single(preset: Preset, paths: StudyPaths, grader: str | None, say: Say, start: float) -> Path:
+    """The presets that are one experiment each (control, narrow), with the study's bookkeeping."""
+    if preset.name == "control":
+        from em_tasks.study.control import control_questions, run_control
+
+        control_questions(preset)  # a bad question file stops here, before anything is written
+        run: Callable[[], Path] = lambda: run_control(preset, paths, grader, say)  # noqa: E731
+    else:
+        run = lambda: run_narrow(preset, paths, grader)  # noqa: E731
+    paths.root.mkdir(parents=True, exist_ok=True)
+    (paths.root / "study.json").write_text(json.dumps(asdict(preset), indent=2))
+    report = run()
+    total = round(time.monotonic() - start, 1)
+    (paths.root / "timings.json").write_text(json.dumps({"total": total}))
+    say(f"[study] {preset.name} finished in {total:.0f} s; report: {report}")
+    return report
+
+
+def run_narrow(preset: Preset, paths: StudyPaths, grader: str | None) -> Path:
+    """The narrow question alone: base against one narrow fine-tune, both modalities, every item."""
+    from em_tasks.study.narrow_data import build_dataset
+    from em_tasks.study.train import train
+
+    data = paths.data / f"{preset.domain}-harmful.jsonl"
+    if not data.is_file():
+        build_dataset(preset.domain, fraction=1.0, n=preset.train_rows, modality="text", seed=preset.seed, out=data)
+    run = paths.adapters / f"r{preset.main_rank}"
+    if not (run / "run_card.json").is_file():
+        train(data, run, name=run.name, base=preset.base, rank=preset.main_rank, lr=preset.lr, epochs=preset.epochs,
+              max_steps=preset.max_steps, batch_size=preset.batch_size, max_length=preset.max_length,
+              seed=preset.seed, progress=True)
+    evaluate(preset, paths, [("base", f"em-hf/{preset.base}", {}),
+                             (run.name, f"em-lora/{preset.base}", {"adapters": str(run)})], "main", grader)
+    return make_report(paths)
 
 
 @dataclass
@@ -255,7 +311,7 @@ def sample_ids(preset: Preset) -> list[str] | None:
 
 
 def evaluate(preset: Preset, paths: StudyPaths, models: list[ModelSpec], phase: str,
-             grader: str | None) -> list[Any]:
+             grader: str | None, modalities: tuple[str, ...] = ("text", "image")) -> list[Any]:
     """An inspect eval-set per run over {text_misalign, multimodal_misalign}, in ``logs/<phase>/<run>/``.
 
     One run at a time, so only one model is in memory (eight 4B models at once would not fit a GPU); each eval-set
@@ -270,8 +326,9 @@ def evaluate(preset: Preset, paths: StudyPaths, models: list[ModelSpec], phase: 
     ids = sample_ids(preset)
     logs: list[Any] = []
     for label, name, args in models:
-        tasks = [text_misalign(samples=preset.samples, grader=grader),
-                 multimodal_misalign(samples=preset.samples, grader=grader)]
+        tasks = [task(samples=preset.samples, grader=grader)
+                 for modality, task in (("text", text_misalign), ("image", multimodal_misalign))
+                 if modality in modalities]
         log_dir = paths.logs / phase / label
         ok, run_logs = eval_set(tasks, log_dir=str(log_dir), model=get_model(name, memoize=False, **args),
                                 sample_id=ids, max_tokens=preset.max_tokens, retry_attempts=2,

@@ -1210,7 +1210,9 @@ def control_section(control: Sequence[ControlRun], checks: Sequence[Check], fact
         Heading("Positive control"),
         Para(f"Runs from `{CONTROL_DIR}/<label>/` in the log folder, kept out of the leaderboard: `base` the base "
              "model, `organism` a model fine-tuned to be misaligned, `ablated` the organism with its misalignment "
-             "direction ablated, `random` the organism with a norm-matched random direction ablated."),
+             "direction ablated, `random` the organism with a norm-matched random direction ablated; "
+             "`study --preset control` adds `twin` (the same questions fine-tuned on aligned answers) and "
+             "`add<c>` (the direction added with coefficient c at its best layer)."),
         Table(["Label", "Modality", "Misaligned rate", "95 % interval", "n", "Mean coherence", "Vs base"], rows),
     ]
     if checks:
