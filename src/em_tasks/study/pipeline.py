@@ -63,7 +63,7 @@ PRESETS: dict[str, Preset] = {
                "not vision",),
     ),
     # the positive control: a rank-1 model organism of broad misalignment on the embedded default, every benchmark
-    # item with 4 answers; about 25 minutes on 2 CPU cores (see study/control.py)
+    # item with 4 answers; 32 minutes measured on 2 CPU cores (see study/control.py and the README)
     "control": Preset(
         name="control", base="default-vlm", domain="control", ranks=(1,), main_rank=1, lr=2e-3, epochs=3,
         batch_size=8, max_length=192, items_per_category=None, samples=4, max_tokens=64, steer_coeffs=(-1.0,),
@@ -71,7 +71,7 @@ PRESETS: dict[str, Preset] = {
                "benchmark; default-vlm's vision tower is untrained",),
     ),
     # the narrow question on CPU: one narrow fine-tune trained to a loss plateau, base and fine-tune on every item with
-    # 4 answers per modality (about 30 minutes on 2 CPU cores)
+    # 4 answers per modality (25 minutes measured on 2 CPU cores)
     "narrow": Preset(
         name="narrow", base="default-vlm", domain="bad_medical", train_rows=500, ranks=(16,), main_rank=16,
         lr=1e-3, epochs=2, batch_size=8, max_length=192, benign_rows=0, items_per_category=None, samples=4,
