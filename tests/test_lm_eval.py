@@ -26,13 +26,12 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-pytest.importorskip("lm_eval")
+# lm-eval is in the dev extra: if it is missing, these tests must fail at import, not vanish as skips.
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import get_model
 
-from lm_eval.api.instance import Instance  # noqa: E402
-from lm_eval.api.registry import get_model  # noqa: E402
-
-from em_tasks.lm_eval import main, task_configs_dir, with_task_configs  # noqa: E402
-from em_tasks.models import lm_eval_api  # noqa: E402
+from em_tasks.lm_eval import main, task_configs_dir, with_task_configs
+from em_tasks.models import lm_eval_api
 from em_tasks.scoring.judge import load_prompt  # noqa: E402
 from em_tasks.tasks import multimodal_misalign, overrefusal, text_misalign  # noqa: E402
 

@@ -244,7 +244,8 @@ def test_rendering_is_deterministic_and_keeps_answers(tmp_path: Path) -> None:
 
 
 def test_local_hf_dataset_round_trip(tmp_path: Path, image_dataset: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a core dependency: missing means a broken install, not a skip
+
     datasets.disable_progress_bars()
     text = nd.generate_rows("sound_finance", 25)
     datasets.Dataset.from_list(text).save_to_disk(str(tmp_path / "text"))
@@ -336,7 +337,8 @@ def test_bad_json_and_empty_files_are_reported(tmp_path: Path) -> None:
 
 
 def test_hf_rows_are_named_by_row_number(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a core dependency: missing means a broken install, not a skip
+
     datasets.disable_progress_bars()
     rows = [{"messages": [USER, ANSWER]}, {"messages": [USER, ANSWER]}, {"messages": [ANSWER, USER]}]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
