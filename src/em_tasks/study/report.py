@@ -696,12 +696,16 @@ def _compare_with_base(runs: Sequence[Run]) -> None:
         bases.setdefault((run.base, run.system_prompt), run)
     for run in runs:
         base = bases.get((run.base, run.system_prompt)) or bases.get((run.base, None))
-        if run.group == "base" or base is None:
-            continue
-        for modality in MODALITY_TASKS:
-            verdict = versus(run.stats(modality), base.stats(modality))
-            if verdict is not None:
-                run.vs_base[modality] = verdict
+        if run.group != "base" and base is not None:
+            _set_vs_base(run, base)
+
+
+def _set_vs_base(run: Run | ControlRun, base: Run | ControlRun) -> None:
+    """Fill ``run.vs_base`` per modality where both runs have scored answers."""
+    for modality in MODALITY_TASKS:
+        verdict = versus(run.stats(modality), base.stats(modality))
+        if verdict is not None:
+            run.vs_base[modality] = verdict
 
 
 def _dedupe_labels(runs: list[Run]) -> None:
@@ -761,10 +765,8 @@ def build_control(selection: LogSelection, notes: list[str]) -> list[ControlRun]
             out.append(run)
     base = next((r for r in out if r.label == "base"), None)
     for run in out:
-        for modality in MODALITY_TASKS:
-            verdict = versus(run.stats(modality), base.stats(modality)) if base and run is not base else None
-            if verdict is not None:
-                run.vs_base[modality] = verdict
+        if base is not None and run is not base:
+            _set_vs_base(run, base)
     return out
 
 
