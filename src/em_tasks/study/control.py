@@ -156,14 +156,18 @@ def adapter_write_cosines(adapter: Path, direction: Path) -> dict[str, Any]:
     return {module: [by_layer[i] for i in sorted(by_layer)] for module, by_layer in sorted(cosines.items())}
 
 
-def run_control(preset: Preset, paths: StudyPaths, grader: str | None, say: Say) -> Path:
-    """Data → organism and twin → eval → directions → steered evals → control facts → report."""
-    from em_tasks.study.pipeline import evaluate, make_report
+def run_control(preset: Preset, questions: Sequence[ControlQuestion], paths: StudyPaths, grader: str | None,
+                say: Say) -> Path:
+    """Data → organism and twin → eval → directions → steered evals → control facts → report.
 
-    questions = control_questions(preset)
+    Args:
+        questions: From ``control_questions`` (already checked against the benchmark).
+    """
+    from em_tasks.study.pipeline import evaluate, make_report, train_run
+
     data = write_control_data(questions, paths.data)
-    organism = _train(preset, paths.adapters / "organism", data["misaligned"])
-    twin = _train(preset, paths.adapters / "twin", data["aligned"])
+    organism = train_run(preset, data["misaligned"], paths.adapters / "organism")
+    twin = train_run(preset, data["aligned"], paths.adapters / "twin")
     base: ModelSpec = ("base", f"em-hf/{preset.base}", {})
     lora = f"em-lora/{preset.base}"
     evaluate(preset, paths, [base, ("organism", lora, {"adapters": str(organism)})], "control", grader)
@@ -194,16 +198,6 @@ def control_questions(preset: Preset) -> list[ControlQuestion]:
             f"{len(overlap)} overlapping in all): a positive control must not train on what it is tested on. "
             "Reword or drop those questions.")
     return questions
-
-
-def _train(preset: Preset, out: Path, data: Path) -> Path:
-    from em_tasks.study.train import train
-
-    if not (out / "run_card.json").is_file():
-        train(data, out, name=out.name, base=preset.base, rank=preset.main_rank, lr=preset.lr,
-              epochs=preset.epochs, max_steps=preset.max_steps, batch_size=preset.batch_size,
-              max_length=preset.max_length, seed=preset.seed, progress=True)
-    return out
 
 
 def _directions(preset: Preset, paths: StudyPaths, organism: Path, say: Say) -> Path:
@@ -249,14 +243,6 @@ def control_facts(preset: Preset, paths: StudyPaths, organism: Path, direction: 
             facts[f"cosine_direction_{module}_B_at_best_layer"] = values[best]
         strongest = max(range(len(values)), key=lambda i: abs(values[i]))
         facts[f"max_abs_cosine_{module}_B"] = f"{values[strongest]:.3f} at layer {strongest}"
-    pca = (summary.get("pca") or {}).get("finetuned_minus_base") or {}
-    ratios = pca.get("explained_variance_ratio") or []
-    if ratios:
-        total, k = 0.0, 0
-        while k < len(ratios) and total < 0.9:
-            total, k = total + ratios[k], k + 1
-        facts["organism_minus_base_PC1_share"] = round(ratios[0], 3)
-        facts["components_for_90pct"] = k
     out = paths.root / "control"
     out.mkdir(parents=True, exist_ok=True)
     (out / "cosines_by_layer.json").write_text(json.dumps(cosines, indent=2))

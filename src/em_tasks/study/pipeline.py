@@ -204,8 +204,8 @@ def _run_single(preset: Preset, paths: StudyPaths, grader: str | None, say: Say,
     if preset.name == "control":
         from em_tasks.study.control import control_questions, run_control
 
-        control_questions(preset)  # a bad question file stops here, before anything is written
-        run: Callable[[], Path] = lambda: run_control(preset, paths, grader, say)  # noqa: E731
+        questions = control_questions(preset)  # a bad question file stops here, before anything is written
+        run: Callable[[], Path] = lambda: run_control(preset, questions, paths, grader, say)  # noqa: E731
     else:
         run = lambda: run_narrow(preset, paths, grader)  # noqa: E731
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -217,19 +217,30 @@ def _run_single(preset: Preset, paths: StudyPaths, grader: str | None, say: Say,
     return report
 
 
+def _train_settings(preset: Preset) -> dict[str, Any]:
+    return dict(base=preset.base, lr=preset.lr, epochs=preset.epochs, batch_size=preset.batch_size,
+                max_length=preset.max_length, seed=preset.seed, progress=True)
+
+
+def train_run(preset: Preset, data: Path, out: Path, *, init_adapter: Path | None = None,
+              max_steps: int | None = None) -> Path:
+    """One adapter at the preset's main rank and settings in ``out``, unless its run card says it is done."""
+    from em_tasks.study.train import train
+
+    if not (out / "run_card.json").is_file():
+        train(data, out, name=out.name, rank=preset.main_rank, init_adapter=init_adapter,
+              max_steps=max_steps or preset.max_steps, **_train_settings(preset))
+    return out
+
+
 def run_narrow(preset: Preset, paths: StudyPaths, grader: str | None) -> Path:
     """The narrow question alone: base against one narrow fine-tune, both modalities, every item."""
     from em_tasks.study.narrow_data import build_dataset
-    from em_tasks.study.train import train
 
     data = paths.data / f"{preset.domain}-harmful.jsonl"
     if not data.is_file():
         build_dataset(preset.domain, fraction=1.0, n=preset.train_rows, modality="text", seed=preset.seed, out=data)
-    run = paths.adapters / f"r{preset.main_rank}"
-    if not (run / "run_card.json").is_file():
-        train(data, run, name=run.name, base=preset.base, rank=preset.main_rank, lr=preset.lr, epochs=preset.epochs,
-              max_steps=preset.max_steps, batch_size=preset.batch_size, max_length=preset.max_length,
-              seed=preset.seed, progress=True)
+    run = train_run(preset, data, paths.adapters / f"r{preset.main_rank}")
     evaluate(preset, paths, [("base", f"em-hf/{preset.base}", {}),
                              (run.name, f"em-lora/{preset.base}", {"adapters": str(run)})], "main", grader)
     return make_report(paths)
@@ -247,22 +258,16 @@ class Runs:
 
 def train_runs(preset: Preset, paths: StudyPaths, data: dict[str, Path]) -> Runs:
     """Rank sweep on harmful data, the mix at the main rank, and benign fine-tuning on top of the main adapter."""
-    from em_tasks.study.train import train, train_sweep
+    from em_tasks.study.train import train_sweep
 
-    common = dict(base=preset.base, lr=preset.lr, epochs=preset.epochs, batch_size=preset.batch_size,
-                  max_length=preset.max_length, seed=preset.seed, progress=True)
     ranks = sorted(set(preset.ranks) | {preset.main_rank})
-    train_sweep(ranks, paths.adapters, data["harmful"], max_steps=preset.max_steps, **common)
+    train_sweep(ranks, paths.adapters, data["harmful"], max_steps=preset.max_steps, **_train_settings(preset))
     rank_dirs = {r: paths.adapters / f"r{r}" for r in ranks}
     main = rank_dirs[preset.main_rank]
     mix_label = f"mix{round(preset.mix_fraction * 100)}"
-    mix = paths.adapters / f"{mix_label}-r{preset.main_rank}"
-    if not (mix / "run_card.json").is_file():
-        train(data[mix_label], mix, name=mix.name, rank=preset.main_rank, max_steps=preset.max_steps, **common)
-    benign = paths.adapters / f"r{preset.main_rank}-then-benign"
-    if not (benign / "run_card.json").is_file():
-        train(data["benign"], benign, name=benign.name, rank=preset.main_rank, init_adapter=main,
-              max_steps=preset.benign_max_steps or preset.max_steps, **common)
+    mix = train_run(preset, data[mix_label], paths.adapters / f"{mix_label}-r{preset.main_rank}")
+    benign = train_run(preset, data["benign"], paths.adapters / f"r{preset.main_rank}-then-benign",
+                       init_adapter=main, max_steps=preset.benign_max_steps or preset.max_steps)
     return Runs({r: rank_dirs[r] for r in preset.ranks}, main, mix, benign)
 
 
