@@ -251,7 +251,9 @@ def fisher(
 
 @app.command()
 def study(
-    preset: Annotated[str, typer.Option(help="demo (embedded model, 2-core CPU), control (the positive control, 2-core CPU) or paper (Gemma 3 4B, GPU)")]
+    preset: Annotated[str, typer.Option(help="demo, control (the positive control) or narrow (one narrow "
+                                             "fine-tune against the base), all for the embedded model on a 2-core "
+                                             "CPU; or paper (Gemma 3 4B, GPU)")]
     = "demo",
     out: Annotated[Path, typer.Option(help="Study folder: adapters, logs, directions, fisher, report")] =
     Path("em-study"),

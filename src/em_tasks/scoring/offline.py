@@ -139,7 +139,6 @@ class OfflineJudge:
         """
         import torch
         from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
-        from safetensors.torch import load_file
         from safetensors import safe_open
 
         path = path or weights_path()
@@ -150,13 +149,13 @@ class OfflineJudge:
             )
         with safe_open(str(path), framework="pt") as f:
             self.metadata: dict[str, str] = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
         if self.metadata.get("architecture") != ARCHITECTURE:
             raise ValueError(
                 f"{path} holds an offline judge of architecture {self.metadata.get('architecture', 'v1')!r}, "
                 f"but this version of em-tasks reads {ARCHITECTURE!r}; rebuild it with "
                 "`python -m em_tasks.scoring.offline_train`."
             )
-        tensors = load_file(str(path))
         encoder, self._tokenizer = load_encoder()
         config = LoraConfig(**json.loads(self.metadata["lora_config"]))
         encoder = inject_adapter_in_model(config, encoder)
