@@ -86,7 +86,9 @@ def _offline() -> None:
 
 
 def _fail(ex: Exception) -> None:
-    err.print(f"[red]error:[/red] {ex}")
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(str(ex))}")  # escaped: messages may hold [brackets] (extras, lists)
     raise typer.Exit(2)
 
 
@@ -192,6 +194,32 @@ def _training_data(data: str, out: Path, fraction: float, n: int, seed: int) -> 
 
 
 @app.command()
+def export(
+    base: Annotated[str, typer.Option(help="Base model: short name, folder, .gguf or hub id")],
+    out: Annotated[Path, typer.Option(help="Folder to write (new or empty, unless --force)")],
+    adapters: Annotated[str | None, typer.Option(help="Adapters to merge: PATH[:WEIGHT],... (peft folders)")] = None,
+    model_arg: Annotated[list[str] | None, typer.Option("-M", "--model-arg", help="em-lora merge options, key=value: "
+                                                        "merge, alpha, density, target, base_check, device")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty --out (once the new folder is complete)")] = False,
+    dtype: Annotated[str, typer.Option(help="Saved dtype: auto (the base's own), bfloat16, float16 or float32")]
+    = "auto",
+) -> None:
+    """Merge LoRA adapters into a base and write a plain Hugging Face folder (for vLLM, lm-eval's hf model, or
+    transformers), with a model card and em_export.json recording what was merged."""
+    from em_tasks.models.export import plan_export, run_export
+
+    _offline()
+    try:
+        plan = plan_export(base, adapters, key_values(model_arg, "-M"), out, dtype=dtype, force=force)
+        with err.status(f"Merging {len(plan.lora.adapters)} adapter(s) into {base}..."):
+            run_export(plan)
+    except (ValueError, OSError) as ex:
+        _fail(ex)
+    err.print(f"wrote {out} (load it as vllm/{out}, em-hf/{out}, or with transformers' from_pretrained)",
+              markup=False, highlight=False)
+
+
+@app.command()
 def directions(
     model: Annotated[str, typer.Option(help="em-hf/NAME, em-lora/NAME (with -M adapters=...) or em-steer/NAME")],
     out: Annotated[Path, typer.Option(help="Folder for directions.safetensors and directions.json")],
@@ -261,13 +289,22 @@ def study(
                                                                    "(e.g. --set base=google/gemma-3-4b-it)")] = None,
     grader: Annotated[str | None, typer.Option(help="Judge model; default: OpenAI if a key is set, else the "
                                                     "offline judge")] = None,
+    engine: Annotated[str | None, typer.Option(help="hf (default): every run on em-hf/em-lora; vllm: the base and "
+                                                    "each LoRA run exported and evaluated with inspect's vllm "
+                                                    "provider (steering stays on em-hf)")] = None,
 ) -> None:
     """Run (or resume) the whole study and write its report to OUT/report/."""
-    from em_tasks.study.pipeline import preset_with, run_study
+    from em_tasks.study.pipeline import check_engine, preset_with, run_study
 
     _offline()
+    settings = key_values(set_, "--set")
+    if engine is not None:
+        try:
+            settings["engine"] = check_engine(engine)
+        except ValueError as ex:
+            _fail(ex)
     try:
-        chosen = preset_with(preset, key_values(set_, "--set"))
+        chosen = preset_with(preset, settings)
     except ValueError as ex:
         raise typer.BadParameter(str(ex), param_hint="--preset/--set") from ex
     try:

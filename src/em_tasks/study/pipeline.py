@@ -48,6 +48,8 @@ class Preset:
     fisher_reference: int = 256
     seed: int = 0
     control_data: str | None = None  # control preset: question file (default: the shipped control_data.yaml)
+    engine: str = "hf"  # hf: every run on em-hf; vllm: base and LoRA runs exported and run by inspect's vllm provider
+    tensor_parallel_size: int | None = None  # vllm engine: GPUs per model (None: inspect's default, all visible)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -141,11 +143,16 @@ class StudyPaths:
     def report(self) -> Path:
         return self.root / "report"
 
+    @property
+    def exported(self) -> Path:
+        return self.root / "exported"
+
 
 def run_study(preset: Preset, out: str | Path = "em-study", *, grader: str | None = None,
               say: Say = print) -> Path:
     """Run (or resume) the study; returns the report's markdown path."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    check_engine(preset.engine, installed=True)
     paths = StudyPaths(Path(out))
     start = time.monotonic()
     if preset.name in ("control", "narrow"):
@@ -317,7 +324,8 @@ def sample_ids(preset: Preset) -> list[str] | None:
 
 def evaluate(preset: Preset, paths: StudyPaths, models: list[ModelSpec], phase: str,
              grader: str | None, modalities: tuple[str, ...] = ("text", "image")) -> list[Any]:
-    """An inspect eval-set per run over {text_misalign, multimodal_misalign}, in ``logs/<phase>/<run>/``.
+    """An inspect eval-set per run over {text_misalign, multimodal_misalign}, in ``logs/<phase>/<run>/``
+    (``<run>-vllm/`` for runs on the vllm engine, so switching engines never mixes two models in one eval-set).
 
     One run at a time, so only one model is in memory (eight 4B models at once would not fit a GPU); each eval-set
     resumes what is unfinished and skips what is done.
@@ -328,22 +336,108 @@ def evaluate(preset: Preset, paths: StudyPaths, models: list[ModelSpec], phase: 
     from em_tasks.models.backend import release_backends
     from em_tasks.tasks import multimodal_misalign, text_misalign
 
+    models, exports = engine_models(models, preset.engine, paths.exported, vllm_args=vllm_args(preset))
+    export_runs(exports)
     ids = sample_ids(preset)
     logs: list[Any] = []
     for label, name, args in models:
         tasks = [task(samples=preset.samples, grader=grader)
                  for modality, task in (("text", text_misalign), ("image", multimodal_misalign))
                  if modality in modalities]
-        log_dir = paths.logs / phase / label
-        ok, run_logs = eval_set(tasks, log_dir=str(log_dir), model=get_model(name, memoize=False, **args),
-                                sample_id=ids, max_tokens=preset.max_tokens, retry_attempts=2,
-                                display="rich")
+        log_dir = paths.logs / phase / (f"{label}-vllm" if name.startswith("vllm/") else label)
+        with get_model(name, memoize=False, **args) as model:  # leaving it stops a vLLM server before the next run
+            ok, run_logs = eval_set(tasks, log_dir=str(log_dir), model=model, sample_id=ids,
+                                    max_tokens=preset.max_tokens, retry_attempts=2, display="rich")
         release_backends()
         if not ok:
             raise RuntimeError(f"Some evaluations in {log_dir} did not finish; run the same command again to resume "
                                "them (finished logs are kept).")
         logs += run_logs
     return logs
+
+
+# --- engines ------------------------------------------------------------------------------------------------------
+
+ENGINES = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """A LoRA run that the vllm engine evaluates from a merged, exported folder."""
+
+    label: str
+    base: str
+    args: dict[str, Any]  # the run's LoRA args: adapters, alpha, merge ...
+    out: Path
+
+
+def check_engine(engine: str, installed: bool = False) -> str:
+    """``engine`` if it is one we have (and, with ``installed``, can run here), else a ValueError saying why."""
+    import importlib.util
+
+    if engine not in ENGINES:
+        raise ValueError(f"Unknown engine '{engine}'; choose one of: {', '.join(ENGINES)}")
+    if installed and engine == "vllm" and not os.environ.get("VLLM_BASE_URL") and not importlib.util.find_spec("vllm"):
+        raise ValueError("--engine vllm needs vLLM, an optional extra for CUDA machines: pip install -e \".[vllm]\" "
+                         "(or set VLLM_BASE_URL to a running server)")
+    return engine
+
+
+def vllm_args(preset: Preset) -> dict[str, Any]:
+    """Model args for inspect's vllm provider (server args of ``vllm serve``)."""
+    return {} if preset.tensor_parallel_size is None else {"tensor_parallel_size": preset.tensor_parallel_size}
+
+
+def _local_path(name: str) -> str:
+    from em_tasks.models.sources import resolve_source
+
+    return resolve_source(name).path
+
+
+def engine_models(models: list[ModelSpec], engine: str, exported: Path, *, vllm_args: dict[str, Any] | None = None,
+                  base_path: Callable[[str], str] = _local_path) -> tuple[list[ModelSpec], list[ExportJob]]:
+    """The runs as the engine evaluates them, and the exports that needs.
+
+    ``hf`` keeps every run. ``vllm`` runs the base as ``vllm/<its folder or hub id>`` and each LoRA run (adapters,
+    weights, alpha merges) as ``vllm/<exported>/<label>``; steering runs stay on em-hf (vLLM has no forward hooks),
+    and models of other providers pass through.
+    """
+    from em_tasks.models.variants import COMMON_ARGS, FAMILIES, LORA_ARGS
+
+    check_engine(engine)
+    if engine == "hf":
+        return list(models), []
+    specs: list[ModelSpec] = []
+    jobs: list[ExportJob] = []
+    for label, name, args in models:
+        family, _, base = name.partition("/")
+        if family not in FAMILIES or args.get("direction") not in (None, ""):
+            specs.append((label, name, args))
+            continue
+        if args.get("adapters") in (None, ""):
+            folder = base_path(base)
+        else:
+            out = (exported / label).resolve()
+            jobs.append(ExportJob(label, base, {k: v for k, v in args.items() if k in LORA_ARGS + COMMON_ARGS}, out))
+            folder = str(out)
+        if ":" in folder:  # inspect reads vllm/BASE:ADAPTER
+            raise ValueError(f"vllm engine: the model path {folder} holds a ':', which inspect's vllm provider reads "
+                             "as a LoRA adapter; move the study (or the base) to a path without one")
+        specs.append((label, f"vllm/{folder}", dict(vllm_args or {})))
+    return specs, jobs
+
+
+def export_runs(jobs: list[ExportJob], say: Say = print) -> None:
+    """Export each job's merged model, skipping those whose ``em_export.json`` says they are already there."""
+    from em_tasks.models.export import is_current, plan_export, run_export
+
+    for job in jobs:
+        options = {k: v for k, v in job.args.items() if k not in ("adapters", "cache", "merged")}
+        plan = plan_export(job.base, str(job.args["adapters"]), options, job.out, force=True)
+        if is_current(plan):
+            continue
+        say(f"[study] exporting {job.label} to {job.out}")
+        run_export(plan)
 
 
 def find_directions(preset: Preset, paths: StudyPaths, runs: Runs, logs: list[Any], grader: str | None,
