@@ -73,18 +73,19 @@ def test_stop_sequence_cuts_the_text(text_backend):
     assert stop not in cut.text and full.startswith(cut.text) and cut.stop_reason == "stop"
 
 
-def test_concurrent_calls_are_gathered_into_batches(text_backend, monkeypatch):
+def test_concurrent_calls_are_gathered_into_batches(tiny_llama_dir, monkeypatch):
+    static = HFBackend(str(tiny_llama_dir), dtype="float32", batch_size=4, continuous=False)
     sizes = []
-    original = text_backend.generate_batch
+    original = static.generate_batch
 
     def spy(conversations, params):
         sizes.append(len(conversations))
         return original(conversations, params)
 
-    monkeypatch.setattr(text_backend, "generate_batch", spy)
+    monkeypatch.setattr(static, "generate_batch", spy)
 
     async def run():
-        return await asyncio.gather(*(text_backend.generate(user(f"q {i}"), GREEDY) for i in range(6)))
+        return await asyncio.gather(*(static.generate(user(f"q {i}"), GREEDY) for i in range(6)))
 
     results = asyncio.run(run())
     assert len(results) == 6 and sorted(sizes) == [2, 4]

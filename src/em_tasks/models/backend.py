@@ -4,8 +4,9 @@ Every model front end in em-tasks (the inspect providers, the lm-eval models, th
 :class:`HFBackend`. It loads text models with ``AutoModelForCausalLM`` + tokenizer and VLMs with
 ``AutoModelForImageTextToText`` + ``AutoProcessor`` (transformers falls back to the PIL image processors where
 torchvision is missing), renders conversations with the model's own chat template, and generates in left-padded
-batches. Concurrent async callers are gathered into batches by a small queue, so inspect's parallel samples share
-forward passes.
+batches. Concurrent async callers share forward passes: text prompts join a continuous batch run by transformers' own
+manager (:mod:`em_tasks.models.batching`), everything else (images, logprobs, stop strings) is gathered into static
+batches by a small queue.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from em_tasks.models.batching import ContinuousSession, Request, deliver_to
 from em_tasks.models.lora import LoraSpec, apply_lora, base_names, cached_merge, merged_cache_path, save_merged, spec_record
 from em_tasks.models.sources import ModelSource, offline, resolve_source
 from em_tasks.models.steering import Steering, SteeringSpec
@@ -129,6 +131,8 @@ class HFBackend:
         device: ``cpu``, ``cuda``, ``cuda:1``...; default: cuda when available.
         batch_size: Most requests generated together.
         gather_seconds: How long to wait for concurrent requests before running a partial batch.
+        continuous: Run concurrent text prompts as one continuous batch (transformers' manager); False: static
+            batches for everything.
         lora: LoRA adapters merged into the weights at load (em-lora); a cached merge loads without merging.
         steering: Steering hooks active during generation and scoring (em-steer).
     """
@@ -141,6 +145,7 @@ class HFBackend:
         device: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         gather_seconds: float = DEFAULT_GATHER_SECONDS,
+        continuous: bool = True,
         lora: LoraSpec | None = None,
         steering: SteeringSpec | None = None,
     ) -> None:
@@ -151,6 +156,7 @@ class HFBackend:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.gather_seconds = gather_seconds
+        self.continuous = continuous
         merged_from = cached_merge(self.source, lora, self.dtype) if lora is not None else None
         load_from = replace(self.source, path=str(merged_from), local=True) if merged_from else self.source
         self.model, self.processor, self.tokenizer, self.is_vlm = _load(load_from, self.dtype, self.device)
@@ -171,6 +177,7 @@ class HFBackend:
         )
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
+        self._session: tuple[tuple[Any, ...], ContinuousSession] | None = None
         self._lock = threading.Lock()  # one forward pass at a time, whatever thread asks
         # One long-lived generation thread: torch's intra-op (OpenMP) thread team belongs to the calling thread, so
         # hopping between executor threads would build new teams that compete for the cores.
@@ -191,6 +198,7 @@ class HFBackend:
             "vlm": self.is_vlm,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
+            "batching": "continuous (text)" if self.continuous else "static",
             **self.source.info,
             **({"lora": self.lora_info} if self.lora_info else {}),
             **({"steering": self.steering.describe()} if self.steering else {}),
@@ -252,22 +260,11 @@ class HFBackend:
         from transformers.generation import StopStringCriteria
 
         start = time.monotonic()
-        with self._lock, torch.inference_mode(), self.steering_active():
+        with self._held():
             inputs = self.encode(conversations)
-            kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "return_dict_in_generate": True}
+            kwargs: dict[str, Any] = {**sampling_kwargs(params), "return_dict_in_generate": True}
             if params.min_new_tokens:
                 kwargs["min_new_tokens"] = params.min_new_tokens
-            sample = params.temperature is None or params.temperature > 0
-            kwargs["do_sample"] = sample
-            if sample:
-                if params.temperature is not None:
-                    kwargs["temperature"] = params.temperature
-                if params.top_p is not None:
-                    kwargs["top_p"] = params.top_p
-                if params.top_k is not None:
-                    kwargs["top_k"] = params.top_k
-            else:
-                kwargs.update(temperature=None, top_p=None, top_k=None)
             if params.stop:
                 kwargs["stopping_criteria"] = [StopStringCriteria(self.tokenizer, list(params.stop))]
             if params.logprobs:
@@ -279,25 +276,36 @@ class HFBackend:
         prompt_len = inputs["input_ids"].shape[1]
         new_tokens = out.sequences[:, prompt_len:]
         seconds = time.monotonic() - start
-        eos = _eos_ids(self.model, self.tokenizer)
         results = []
         for i in range(new_tokens.shape[0]):
-            ids = new_tokens[i].tolist()
-            n = len(ids)
-            stop_reason = "max_tokens"
-            for j, tok in enumerate(ids):
-                if tok in eos:
-                    n, stop_reason = j, "stop"
-                    break
-            text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-            text, stopped = _cut_at_stop(text, params.stop)
-            if stopped:
-                stop_reason = "stop"
-            logprobs = _token_logprobs(out.logits, i, ids[:n], self.tokenizer, params.top_logprobs) \
-                if params.logprobs and out.logits is not None else None
             prompt_tokens = int(inputs["attention_mask"][i].sum()) if "attention_mask" in inputs else prompt_len
-            results.append(GenResult(text, prompt_tokens, n, stop_reason, logprobs, seconds))
+            result = self._completion(new_tokens[i].tolist(), prompt_tokens, params, seconds)
+            if params.logprobs and out.logits is not None:
+                ids = new_tokens[i].tolist()[:result.output_tokens]
+                result.logprobs = _token_logprobs(out.logits, i, ids, self.tokenizer, params.top_logprobs)
+            results.append(result)
         return results
+
+    def _completion(self, ids: list[int], prompt_tokens: int, params: GenParams, seconds: float) -> GenResult:
+        """Generated token ids as a completion: cut at the first EOS token or stop string."""
+        eos = _eos_ids(self.model, self.tokenizer)
+        n, stop_reason = len(ids), "max_tokens"
+        for j, tok in enumerate(ids):
+            if tok in eos:
+                n, stop_reason = j, "stop"
+                break
+        text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        text, stopped = _cut_at_stop(text, params.stop)
+        return GenResult(text, prompt_tokens, n, "stop" if stopped else stop_reason, None, seconds)
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """The model to oneself: the forward-pass lock, inference mode and this backend's steering hooks."""
+        with ExitStack() as stack:
+            stack.enter_context(self._lock)
+            stack.enter_context(torch.inference_mode())
+            stack.enter_context(self.steering_active())
+            yield
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         """Score raw-text continuations: for each (context, continuation), the summed log-probability of the
@@ -317,7 +325,7 @@ class HFBackend:
             pad = self.tokenizer.pad_token_id or 0
             input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
-            with self._lock, torch.inference_mode(), self.steering_active():
+            with self._held():
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
             logprobs = torch.log_softmax(logits, dim=-1)
             for i, (row, (_, cont)) in enumerate(zip(rows, chunk, strict=True)):
@@ -346,15 +354,47 @@ class HFBackend:
         return ctx, cont
 
     async def generate(self, messages: list[Message], params: GenParams) -> GenResult:
-        """Generate one completion; concurrent calls are gathered into batches of up to ``batch_size``."""
+        """Generate one completion. Concurrent text prompts share a continuous batch (see :meth:`continuous_ok`);
+        other requests are gathered into static batches of up to ``batch_size``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[GenResult] = loop.create_future()
+        if self.continuous_ok(messages, params):
+            self._submit_continuous(messages, params, future)
+            return await future
         # a backend outlives event loops (inspect runs each eval in its own): forget requests of a closed loop
         self._queue = [p for p in self._queue if p.future.get_loop() is loop and not p.future.done()]
         self._queue.append(_Pending(messages, params, future))
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
             self._worker = loop.create_task(self._drain())
         return await future
+
+    def continuous_ok(self, messages: Sequence[Message], params: GenParams) -> bool:
+        """Whether a request can join the continuous batch: a text prompt without logprobs, stop strings or a
+        minimum length, on a text model (merged LoRA and steering on every position are fine: they live in the
+        weights and in layer hooks)."""
+        return (self.continuous and not self.is_vlm and not _has_images(messages) and not params.logprobs
+                and not params.stop and not params.min_new_tokens and hasattr(self.model, "init_continuous_batching")
+                and (self.steering is None or self.steering.spec.positions == "all"))
+
+    def _submit_continuous(self, messages: Sequence[Message], params: GenParams,
+                           future: asyncio.Future[GenResult]) -> None:
+        text, _ = self.render(messages)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        start = time.monotonic()
+        request = Request(ids, params.max_new_tokens, deliver_to(
+            future, lambda tokens: self._completion(tokens, len(ids), params, time.monotonic() - start)))
+        key = (sampling_key(params), params.seed)
+        if self._session is not None and self._session[0] == key and self._session[1].submit(request):
+            return
+        generation_config = self.model.generation_config.__class__.from_dict(
+            {**self.model.generation_config.to_dict(), **sampling_kwargs(params)})
+        session = ContinuousSession(self.model, generation_config, seed=params.seed,
+                                    eos=sorted(_eos_ids(self.model, self.tokenizer)),
+                                    max_requests=max(self.batch_size, 1), hold=self._held)
+        session.submit(request)
+        self._session = (key, session)
+        # the one generation thread runs sessions and static batches in turn, so forward passes never overlap
+        self._executor.submit(_run_session, session)
 
     async def _drain(self) -> None:
         while self._queue:
@@ -387,6 +427,32 @@ class HFBackend:
         for p in batch:
             self._queue.remove(p)
         return batch
+
+
+def sampling_kwargs(params: GenParams) -> dict[str, Any]:
+    """``generate`` settings for ``params``' sampling (shared by static and continuous batches)."""
+    kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
+    sample = params.temperature is None or params.temperature > 0
+    kwargs["do_sample"] = sample
+    if sample:
+        for name in ("temperature", "top_p", "top_k"):
+            if getattr(params, name) is not None:
+                kwargs[name] = getattr(params, name)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def sampling_key(params: GenParams) -> tuple[Any, ...]:
+    """Requests with equal keys can share one continuous batch (max_new_tokens is per request)."""
+    return (params.temperature, params.top_p, params.top_k)
+
+
+def _run_session(session: ContinuousSession) -> None:
+    try:
+        session.run()
+    except Exception:  # every request of the session has been failed with the error already
+        logger.exception("continuous batch failed")
 
 
 def _settle(pending: _Pending, result: GenResult | None = None, error: BaseException | None = None) -> None:

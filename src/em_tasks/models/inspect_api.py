@@ -2,7 +2,8 @@
 
 ``--model em-hf/<name>`` where name is ``default``, ``default-vlm``, a ``.gguf`` file, a model folder or a hub id.
 Backend args (``-M``): ``batch_size`` (16), ``dtype`` (auto: bfloat16 on GPUs and bf16-capable CPUs, else float32),
-``device`` (cuda when available), ``gather_seconds`` (0.05). LoRA args (``adapters``, ``merge``, ``alpha`` ...) and
+``device`` (cuda when available), ``gather_seconds`` (0.05), ``continuous`` (true: text prompts share one continuous
+batch run by transformers' manager; false: static batches only). LoRA args (``adapters``, ``merge``, ``alpha`` ...) and
 steering args (``direction``, ``layers``, ``coeff``, ``mode``, ``positions``) work on all three; see
 :mod:`em_tasks.models.variants`. Unlike inspect's own ``hf`` provider these take images (``ContentImage``), so
 image-grounded evals of local VLMs work.
@@ -67,6 +68,7 @@ class EmHFAPI(ModelAPI):
             dtype=args.backend.get("dtype", "auto"),
             device=args.backend.get("device"),
             gather_seconds=float(args.backend.get("gather_seconds", DEFAULT_GATHER_SECONDS)),
+            continuous=args.backend.get("continuous", True),
             lora=args.lora,
             steering=args.steering,
         )

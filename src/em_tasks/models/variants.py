@@ -13,7 +13,7 @@ from typing import Any
 from em_tasks.models.lora import LoraSpec, parse_adapters
 from em_tasks.models.steering import SteeringSpec
 
-BACKEND_ARGS = ("batch_size", "dtype", "device", "gather_seconds")
+BACKEND_ARGS = ("batch_size", "dtype", "device", "gather_seconds", "continuous")
 LORA_ARGS = ("adapters", "merge", "alpha", "density", "target", "cache", "merged")
 STEERING_ARGS = ("direction", "layers", "coeff", "mode", "positions")
 COMMON_ARGS = ("base_check",)
@@ -45,7 +45,13 @@ def parse_model_args(family: str, args: Mapping[str, Any]) -> VariantArgs:
     for key in BACKEND_ARGS:
         if args.get(key) is not None:
             value = args[key]
-            out.backend[key] = int(value) if key == "batch_size" else float(value) if key == "gather_seconds" else value
+            if key == "batch_size":
+                value = int(value)
+            elif key == "gather_seconds":
+                value = float(value)
+            elif key == "continuous":
+                value = as_bool(value, key)
+            out.backend[key] = value
     base_check = as_bool(args.get("base_check", True), "base_check")
     if args.get("adapters") not in (None, ""):
         out.lora = LoraSpec(

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from em_tasks.models import variants
 from em_tasks.models.lora import split_adapter
 from em_tasks.study import plots
 
@@ -37,7 +38,8 @@ REFUSAL_TASK = "overrefusal"
 MODALITY_TASKS = {"text": TEXT_TASK, "image": IMAGE_TASK}
 KNOWN_TASKS = (TEXT_TASK, IMAGE_TASK, REFUSAL_TASK)
 
-BACKEND_ARGS = frozenset({"batch_size", "dtype", "device", "gather_seconds", "cache"})
+# run settings that do not change what a model is (left out of run labels)
+BACKEND_ARGS = frozenset({*variants.BACKEND_ARGS, "cache"})
 """Model args that change speed or memory, not answers: runs differing only in these are one run."""
 
 Z_95 = 1.959963984540054
