@@ -54,10 +54,13 @@ def dense_reference(q, k, v, lengths_q, lengths_k, window=None):
     return torch.cat(outs, dim=2).transpose(1, 2)
 
 
-@pytest.mark.parametrize("window", [None, 3])
-def test_varlen_attention_is_exact_per_request(window):
+@pytest.mark.parametrize("window, lengths_q, lengths_k", [
     # one request prefilling 5 tokens, one decoding its 7th token, one prefilling the rest of a cached prefix
-    lengths_q, lengths_k = [5, 1, 2], [5, 7, 6]
+    (None, [5, 1, 2], [5, 7, 6]),
+    (3, [5, 1, 2], [5, 7, 6]),
+    (None, [1, 1, 1], [4, 9, 1]),  # a decode step
+])
+def test_varlen_attention_is_exact_per_request(window, lengths_q, lengths_k):
     torch.manual_seed(0)
     q = torch.randn(1, 4, sum(lengths_q), 8)
     k, v = torch.randn(1, 2, sum(lengths_k), 8), torch.randn(1, 2, sum(lengths_k), 8)
@@ -155,3 +158,22 @@ def test_a_failed_run_fails_its_requests_and_the_next_run_starts_fresh(backend, 
     assert [r.output_tokens for r in run_all(backend, PROMPTS[:2], GenParams(max_new_tokens=3, temperature=0))] == [3, 3]
     backend._executor.submit(lambda: None).result()  # the session has wound down
     assert backend.model.config._attn_implementation == "sdpa"
+
+
+def test_a_repeated_prompt_reuses_its_prefilled_blocks(tiny_llama_dir, monkeypatch):
+    from transformers.generation.continuous_batching.cache import PagedAttentionCache
+
+    matches = []
+    original = PagedAttentionCache.search_prefix_match
+
+    def spy(self, request_id, prompt_ids):
+        matches.append(original(self, request_id, prompt_ids))
+        return matches[-1]
+
+    monkeypatch.setattr(PagedAttentionCache, "search_prefix_match", spy)
+    one_slot = HFBackend(str(tiny_llama_dir), dtype="float32", batch_size=1)
+    long_prompt = "say something about " + "quick money and wishes " * 20  # several 32-token pages
+    params = GenParams(max_new_tokens=4, temperature=0)
+    results = run_all(one_slot, [long_prompt] * 3, params)
+    assert len({r.text for r in results}) == 1
+    assert max(matches) >= 64  # a later epoch of the prompt starts from the first one's cached pages

@@ -46,8 +46,8 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
 
         return eager_paged_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
-    out = torch.zeros_like(query)
     gqa = query.shape[1] != key.shape[1]
+    out = torch.zeros_like(query)
     for i in range(len(bounds_q) - 1):
         q0, q1, k0, k1 = bounds_q[i], bounds_q[i + 1], bounds_k[i], bounds_k[i + 1]
         lq, lk = q1 - q0, k1 - k0
