@@ -91,6 +91,24 @@ def test_concurrent_calls_are_gathered_into_batches(tiny_llama_dir, monkeypatch)
     assert len(results) == 6 and sorted(sizes) == [2, 4]
 
 
+def test_requests_that_keep_arriving_wait_for_each_other(tiny_llama_dir, monkeypatch):
+    # four requests 30 ms apart, longer in all than one gather window (50 ms): still one batch
+    static = HFBackend(str(tiny_llama_dir), dtype="float32", batch_size=4, continuous=False, gather_seconds=0.05)
+    sizes = []
+    original = static.generate_batch
+    monkeypatch.setattr(static, "generate_batch", lambda c, p: sizes.append(len(c)) or original(c, p))
+
+    async def staggered(i):
+        await asyncio.sleep(0.03 * i)
+        return await static.generate(user(f"q {i}"), GREEDY)
+
+    async def run():
+        return await asyncio.gather(*(staggered(i) for i in range(4)))
+
+    asyncio.run(run())
+    assert sizes == [4]
+
+
 def test_vlm_sees_different_images_differently(vlm_backend):
     prompts = [user("what is this", Image.new("RGB", (64, 64), c)) for c in [(255, 0, 0), (0, 0, 255)]]
     red, blue = (r.text for r in vlm_backend.generate_batch(prompts, GREEDY))

@@ -38,6 +38,8 @@ DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_NEW_TOKENS = 600
 # How long the batcher waits for more concurrent requests before running a partial batch.
 DEFAULT_GATHER_SECONDS = 0.05
+# ...and at most this long while they keep arriving.
+MAX_GATHER_SECONDS = 1.0
 
 Message = dict[str, Any]
 """A chat message in transformers' format: ``{"role": ..., "content": str | list[part]}``, where an image part is
@@ -57,6 +59,7 @@ class GenParams:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    repetition_penalty: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logprobs: bool = False
@@ -369,11 +372,12 @@ class HFBackend:
         return await future
 
     def continuous_ok(self, messages: Sequence[Message], params: GenParams) -> bool:
-        """Whether a request can join the continuous batch: a text prompt without logprobs, stop strings or a
-        minimum length, on a text model (merged LoRA and steering on every position are fine: they live in the
-        weights and in layer hooks)."""
+        """Whether a request can join the continuous batch: a text prompt without logprobs, stop strings, a
+        minimum length or a repetition penalty (the manager drops processors it does not support), on a text model
+        (merged LoRA and steering on every position are fine: they live in the weights and in layer hooks)."""
         return (self.continuous and not self.is_vlm and not _has_images(messages) and not params.logprobs
-                and not params.stop and not params.min_new_tokens and hasattr(self.model, "init_continuous_batching")
+                and not params.stop and not params.min_new_tokens and params.repetition_penalty is None
+                and hasattr(self.model, "init_continuous_batching")
                 and (self.steering is None or self.steering.spec.positions == "all"))
 
     def _submit_continuous(self, messages: Sequence[Message], params: GenParams,
@@ -398,7 +402,7 @@ class HFBackend:
 
     async def _drain(self) -> None:
         while self._queue:
-            await asyncio.sleep(self.gather_seconds)
+            await self._gather()
             batch = self._take_batch()
             try:
                 results = await self._in_worker([p.messages for p in batch], batch[0].params)
@@ -415,6 +419,16 @@ class HFBackend:
                 continue
             for p, r in zip(batch, results, strict=True):
                 _settle(p, result=r)
+
+    async def _gather(self) -> None:
+        """Wait for company: at least ``gather_seconds``, and on while requests keep arriving (each arrival within
+        ``gather_seconds`` of the last), until a batch is full or ``MAX_GATHER_SECONDS`` have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_GATHER_SECONDS
+        seen = -1
+        while len(self._queue) != seen and len(self._queue) < self.batch_size and loop.time() < deadline:
+            seen = len(self._queue)
+            await asyncio.sleep(self.gather_seconds)
 
     async def _in_worker(self, conversations: list[list[Message]], params: GenParams) -> list[GenResult]:
         loop = asyncio.get_running_loop()
@@ -440,6 +454,8 @@ def sampling_kwargs(params: GenParams) -> dict[str, Any]:
                 kwargs[name] = getattr(params, name)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
+    if params.repetition_penalty is not None:  # a logits processor: it applies to greedy decoding too
+        kwargs["repetition_penalty"] = params.repetition_penalty
     return kwargs
 
 
