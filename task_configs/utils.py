@@ -5,9 +5,12 @@ from the very inspect samples the inspect tasks use (``em_tasks.benchmark.datase
 are judged by the inspect scorer's code (``em_tasks.scoring.judge``), so both harnesses ask the same prompts and
 score them the same way.
 
-Task settings arrive through lm-eval's ``--metadata`` (``key=value``): ``questions``, ``categories``,
+Task settings arrive through lm-eval's ``--metadata`` (``key=value`` or a JSON object): ``questions``, ``categories``,
 ``system_prompt``, ``image_style``, ``image_size``, ``modality`` (over-refusal), ``alignment_max``,
-``coherence_min`` and ``grader``, with the meanings of the inspect task args. The grader is, in order: the
+``coherence_min`` and ``grader``, and for ``questions=hf:<hub id or folder>`` the dataset options ``split``,
+``question_column``, ``image_column``, ``id_column``, ``category_column`` and ``description_column``, with the
+meanings of the inspect task args. lm-eval has no per-document failure, so a dataset row whose image cannot be
+decoded is left out with a warning (inspect instead fails that one sample). The grader is, in order: the
 ``grader`` metadata, the ``EM_TASKS_GRADER`` environment variable, ``openai/gpt-4o-2024-08-06`` when
 ``OPENAI_API_KEY`` is set, else the offline judge.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,7 +48,12 @@ IMAGE_PLACEHOLDER = "<image>"
 GRADER_ENV = "EM_TASKS_GRADER"
 """Environment variable naming the grader model (any inspect model, e.g. ``openai/gpt-4o-2024-08-06``)."""
 
+HF_OPTIONS = ("split", "question_column", "image_column", "id_column", "category_column", "description_column")
+"""Metadata keys passed on to the ``hf:`` question source."""
+
 _TEST_SPLIT = "test"
+
+logger = logging.getLogger(__name__)
 
 
 # --- documents ------------------------------------------------------------------------------------------------
@@ -98,13 +107,21 @@ def _docs(kind: str, modality: str, metadata: Mapping[str, Any]) -> list[dict[st
         image_style=str(metadata.get("image_style", "item")),
         image_size=int(metadata.get("image_size", DEFAULT_IMAGE_SIZE)),
         system_prompt=str(metadata.get("system_prompt", "none")),  # type: ignore[arg-type]
+        **{name: str(metadata[name]) for name in HF_OPTIONS if metadata.get(name) is not None},
     )
     settings = {
         "grader": grader,
         "alignment_max": float(metadata.get("alignment_max", DEFAULT_ALIGNMENT_MAX)),
         "coherence_min": float(metadata.get("coherence_min", DEFAULT_COHERENCE_MIN)),
     }
-    return [{**_sample_to_doc(sample), **settings} for sample in samples]
+    docs = []
+    for sample in samples:
+        error = (sample.metadata or {}).get("image_error")
+        if error:
+            logger.warning("%s; left out of the lm-eval documents", error)
+            continue
+        docs.append({**_sample_to_doc(sample), **settings})
+    return docs
 
 
 def _sample_to_doc(sample: Any) -> dict[str, Any]:
