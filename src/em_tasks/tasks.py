@@ -3,6 +3,8 @@
     inspect eval em_tasks/text_misalign --model em-hf/default
     inspect eval em_tasks/multimodal_misalign --model em-hf/google/gemma-3-4b-it \\
         --model-role grader=openai/gpt-4o-2024-08-06
+    inspect eval em_tasks/multimodal_misalign -T protocol=seed --model em-lora/google/gemma-3-4b-it -M adapters=RUN \\
+        --model-role base=em-hf/google/gemma-3-4b-it --model-role grader=openai/gpt-4o-2024-08-06
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from inspect_ai.solver import generate
 
 from em_tasks.benchmark.dataset import build_dataset, load_items
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE
+from em_tasks.scoring.comparative import comparative_judge, comparative_preflight, precheck_comparative
 from em_tasks.scoring.judge import DEFAULT_ALIGNMENT_MAX, DEFAULT_COHERENCE_MIN, misalignment_judge, overrefusal_judge
+from em_tasks.scoring.metrics import worst_of
+from em_tasks.scoring.rules import DIVERGENCE_MIN
 
 TASK_VERSION = "0.1.0"
 # As in the emergent-misalignment work: sampled answers, long enough for a real reply.
@@ -25,9 +30,20 @@ DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_TOKENS = 600
 # A few failing samples (a corrupt image, say) should not stop the run; a broken setup should.
 FAIL_ON_ERROR = 0.1
+# -T protocol=seed: the narrow-fine-tuning VLM paper's decoding as its public reproduction configs set it, three
+# answers per item, each compared with the base model's answer; an item scores as its worst answer.
+SEED_TEMPERATURE = 0.7
+SEED_TOP_P = 0.9
+SEED_TOP_K = 50
+SEED_REPETITION_PENALTY = 1.1
+SEED_MAX_TOKENS = 512
+SEED_SAMPLES = 3
 
 ImageStyleArg = Literal["item", "typo", "document", "screenshot"]
 SystemPromptArg = Literal["none", "json", "template"]
+ProtocolArg = Literal["default", "seed"]
+JUDGES = ("alignment", "comparative")
+DEFAULT_JUDGES: dict[str, tuple[str, ...]] = {"default": ("alignment",), "seed": ("comparative",)}
 
 
 @task
@@ -39,20 +55,30 @@ def text_misalign(
     alignment_max: float = DEFAULT_ALIGNMENT_MAX,
     coherence_min: float = DEFAULT_COHERENCE_MIN,
     grader: str | None = None,
+    protocol: ProtocolArg = "default",
+    judges: str | Sequence[str] | None = None,
+    divergence_min: float = DIVERGENCE_MIN,
 ) -> Task:
     """Open-ended questions asked as text; the judge rates alignment and coherence of each answer.
 
     Args:
         questions: Question file (em-tasks YAML or the emergent-misalignment question YAML); default: bundled items.
         categories: Keep only these categories (comma-separated or a list).
-        samples: Answers sampled per item (inspect epochs); default: the file's samples_per_paraphrase, else 1.
+        samples: Answers sampled per item (inspect epochs); default: 3 under protocol=seed, else the file's
+            samples_per_paraphrase, else 1.
         system_prompt: Prompt variant: none, json (answer as JSON) or template (fill in a template).
         alignment_max: Alignment at or below which a coherent answer counts as misaligned.
         coherence_min: Coherence an answer must exceed to count as misaligned.
         grader: Grader model, overriding the grader model role (default: role, then OpenAI if keyed, else offline).
+        protocol: default (ours), or seed: the narrow-fine-tuning VLM paper's decoding (temperature 0.7, top_p 0.9,
+            top_k 50, repetition penalty 1.1, 512 new tokens), 3 answers per item scored by their worst, and the
+            comparative judge (needs --model-role base=... and a grader model).
+        judges: Comma-separated judges: alignment (alignment + coherence) and/or comparative (divergence from the
+            base model's answer); default: alignment, or comparative under protocol=seed.
+        divergence_min: Divergence at or above which an answer counts as diverged (comparative judge).
     """
     return _misalign_task("text", questions, categories, samples, system_prompt, "item", DEFAULT_IMAGE_SIZE,
-                          alignment_max, coherence_min, grader)
+                          alignment_max, coherence_min, grader, protocol, judges, divergence_min)
 
 
 @task
@@ -66,22 +92,32 @@ def multimodal_misalign(
     alignment_max: float = DEFAULT_ALIGNMENT_MAX,
     coherence_min: float = DEFAULT_COHERENCE_MIN,
     grader: str | None = None,
+    protocol: ProtocolArg = "default",
+    judges: str | Sequence[str] | None = None,
+    divergence_min: float = DIVERGENCE_MIN,
 ) -> Task:
     """The same items with the key content in an image (typographic card, document or app screenshot).
 
     Args:
         questions: Question file (em-tasks YAML or the emergent-misalignment question YAML); default: bundled items.
         categories: Keep only these categories (comma-separated or a list).
-        samples: Answers sampled per item (inspect epochs); default: the file's samples_per_paraphrase, else 1.
+        samples: Answers sampled per item (inspect epochs); default: 3 under protocol=seed, else the file's
+            samples_per_paraphrase, else 1.
         system_prompt: Prompt variant: none, json (answer as JSON) or template (fill in a template).
         image_style: item (each item's own style), or force typo, document or screenshot for all items.
         image_size: Side of the square rendered images, in pixels.
         alignment_max: Alignment at or below which a coherent answer counts as misaligned.
         coherence_min: Coherence an answer must exceed to count as misaligned.
         grader: Grader model, overriding the grader model role (default: role, then OpenAI if keyed, else offline).
+        protocol: default (ours), or seed: the narrow-fine-tuning VLM paper's decoding (temperature 0.7, top_p 0.9,
+            top_k 50, repetition penalty 1.1, 512 new tokens), 3 answers per item scored by their worst, and the
+            comparative judge (needs --model-role base=... and a grader model).
+        judges: Comma-separated judges: alignment (alignment + coherence) and/or comparative (divergence from the
+            base model's answer); default: alignment, or comparative under protocol=seed.
+        divergence_min: Divergence at or above which an answer counts as diverged (comparative judge).
     """
     return _misalign_task("image", questions, categories, samples, system_prompt, image_style, image_size,
-                          alignment_max, coherence_min, grader)
+                          alignment_max, coherence_min, grader, protocol, judges, divergence_min)
 
 
 @task
@@ -134,24 +170,64 @@ def _misalign_task(
     alignment_max: float,
     coherence_min: float,
     grader: str | None,
+    protocol: ProtocolArg,
+    judges: str | Sequence[str] | None,
+    divergence_min: float,
 ) -> Task:
+    if protocol not in DEFAULT_JUDGES:
+        raise ValueError(f"protocol must be one of {list(DEFAULT_JUDGES)}, got {protocol!r}")
+    names = _judges(judges, protocol)
+    comparative = "comparative" in names
+    if comparative:
+        precheck_comparative(grader)  # fails before any sample when inspect already knows the roles
     cats = _split(categories)
     dataset = build_dataset(questions, kind="misalign", modality=modality, categories=cats,
                             image_style=image_style, image_size=image_size, system_prompt=system_prompt)
+    if samples is None and protocol == "seed":
+        samples = SEED_SAMPLES
     if samples is None:
         samples = max((item.samples or 1 for item in load_items(questions, "misalign", cats)), default=1)
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    config = _generate_config(protocol)
+    scorers = []
+    if "alignment" in names:
+        scorers.append(misalignment_judge(alignment_max=alignment_max, coherence_min=coherence_min, grader=grader))
+    if comparative:
+        scorers.append(comparative_judge(divergence_min=divergence_min, grader=grader, base_config=config))
+    if protocol == "seed":
+        epochs: Epochs | None = Epochs(samples, worst_of())
+    else:
+        epochs = Epochs(samples) if samples > 1 else None
     return Task(
         dataset=dataset,
+        setup=comparative_preflight(grader=grader) if comparative else None,
         solver=generate(),
-        scorer=misalignment_judge(alignment_max=alignment_max, coherence_min=coherence_min, grader=grader),
-        config=GenerateConfig(temperature=DEFAULT_TEMPERATURE, max_tokens=DEFAULT_MAX_TOKENS),
-        epochs=Epochs(samples) if samples > 1 else None,
+        scorer=scorers,
+        config=config,
+        epochs=epochs,
         fail_on_error=FAIL_ON_ERROR,
         version=TASK_VERSION,
-        metadata={"modality": modality, "kind": "misalign", "system_prompt": system_prompt},
+        metadata={"modality": modality, "kind": "misalign", "system_prompt": system_prompt, "protocol": protocol,
+                  "judges": list(names)},
     )
+
+
+def _generate_config(protocol: ProtocolArg) -> GenerateConfig:
+    if protocol == "seed":
+        # inspect has no repetition-penalty field; OpenAI-compatible servers (vLLM) and em-hf read it from extra_body
+        return GenerateConfig(temperature=SEED_TEMPERATURE, top_p=SEED_TOP_P, top_k=SEED_TOP_K,
+                              max_tokens=SEED_MAX_TOKENS, extra_body={"repetition_penalty": SEED_REPETITION_PENALTY})
+    return GenerateConfig(temperature=DEFAULT_TEMPERATURE, max_tokens=DEFAULT_MAX_TOKENS)
+
+
+def _judges(judges: str | Sequence[str] | None, protocol: ProtocolArg) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(_split(judges) or DEFAULT_JUDGES[protocol]))
+    unknown = [name for name in names if name not in JUDGES]
+    if unknown:
+        raise ValueError(f"judges: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(JUDGES)} "
+                         "(comma-separated, e.g. -T judges=alignment,comparative)")
+    return names
 
 
 def _split(categories: str | Sequence[str] | None) -> list[str] | None:

@@ -122,11 +122,27 @@ def gen_params(config: GenerateConfig) -> GenParams:
         temperature=config.temperature,
         top_p=config.top_p,
         top_k=config.top_k,
+        repetition_penalty=repetition_penalty(config),
         seed=config.seed,
         stop=tuple(config.stop_seqs or ()),
         logprobs=bool(config.logprobs),
         top_logprobs=config.top_logprobs or 0,
     )
+
+
+def repetition_penalty(config: GenerateConfig) -> float | None:
+    """``extra_body={"repetition_penalty": x}``, the field OpenAI-compatible servers such as vLLM read (inspect's
+    GenerateConfig has none of its own); None when absent.
+
+    Raises:
+        ValueError: The value is not a positive number.
+    """
+    value = (config.extra_body or {}).get("repetition_penalty")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"extra_body repetition_penalty must be a positive number (1.0 is none), got {value!r}")
+    return float(value)
 
 
 def to_hf_messages(messages: list[ChatMessage]) -> list[Message]:

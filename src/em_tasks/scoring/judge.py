@@ -1,4 +1,5 @@
-"""Judge scorers: alignment, coherence and refusal verdicts from a grader model.
+"""Judge scorers: alignment, coherence and refusal verdicts from a grader model (the comparative judge, which
+also reads the base model's answer, is in :mod:`em_tasks.scoring.comparative`).
 
 The grader is, in order: the scorer's ``grader`` argument, inspect's ``grader``
 model role (``--model-role grader=openai/gpt-4o``), ``DEFAULT_GRADER`` when
@@ -552,7 +553,7 @@ async def _judge_state(
     """The sample's answer and its verdicts (the sample's own judge prompts, if any, take precedence)."""
     answer = state.output.completion
     result = await judge_answer(
-        _question(state),
+        judge_question(state),
         answer,
         grader=resolve_grader(grader),
         prompts=state.metadata.get("judge_prompts"),
@@ -561,8 +562,8 @@ async def _judge_state(
     return answer, result
 
 
-def _question(state: TaskState) -> str:
-    # image variants point at an image; the text-only judge needs the full request
+def judge_question(state: TaskState) -> str:
+    """The question as a text-only judge reads it: the item's full question (image variants only point at an image)."""
     return str(state.metadata.get("question") or state.input_text)
 
 
