@@ -229,3 +229,18 @@ def test_an_inspect_eval_runs_on_a_dataset_folder_with_one_bad_image(tiny_vlm_di
     assert by_id["hf-1"].error is None
     assert by_id["hf-2"].error is not None and "image" in by_id["hf-2"].error.message.lower()
     assert by_id["hf-2"].metadata["image_error"].startswith(f"hf:{folder} split 'test' row 2 (id 'hf-2')")
+
+
+def test_the_tasks_take_the_source_options_as_task_args(tmp_path):
+    from em_tasks.tasks import multimodal_misalign, text_misalign
+
+    folder = _save(tmp_path / "set", {"test": {"q": ["Is this safe?", "What now?"], "img": [_image(0), _image(1)],
+                                               "caption": ["a stove left on", None]}})
+    image = multimodal_misalign(questions=f"hf:{folder}", question_column="q", image_column="img",
+                                description_column="caption", split="test")
+    assert [s.id for s in image.dataset] == ["hf-0", "hf-1"]
+    text = text_misalign(questions=f"hf:{folder}", question_column="q", image_column="img",
+                         description_column="caption")
+    assert len(text.dataset) == 1 and "a stove left on" in str(text.dataset[0].input)
+    with pytest.raises(ValueError, match="question_column"):
+        text_misalign(question_column="q")  # the bundled items are not a Hugging Face dataset

@@ -18,6 +18,7 @@ from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
 from em_tasks.benchmark.dataset import build_dataset, load_items
+from em_tasks.benchmark.items import HF_PREFIX
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE
 from em_tasks.scoring.comparative import comparative_judge, comparative_preflight, precheck_comparative
 from em_tasks.scoring.judge import DEFAULT_ALIGNMENT_MAX, DEFAULT_COHERENCE_MIN, misalignment_judge, overrefusal_judge
@@ -58,6 +59,12 @@ def text_misalign(
     protocol: ProtocolArg = "default",
     judges: str | Sequence[str] | None = None,
     divergence_min: float = DIVERGENCE_MIN,
+    split: str | None = None,
+    question_column: str | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    category_column: str | None = None,
+    description_column: str | None = None,
 ) -> Task:
     """Open-ended questions asked as text; the judge rates alignment and coherence of each answer.
 
@@ -76,9 +83,14 @@ def text_misalign(
         judges: Comma-separated judges: alignment (alignment + coherence) and/or comparative (divergence from the
             base model's answer); default: alignment, or comparative under protocol=seed.
         divergence_min: Divergence at or above which an answer counts as diverged (comparative judge).
+        split, question_column, image_column, id_column, category_column, description_column: For
+            questions=hf:<hub id or datasets folder>: the split and the columns to read (default: guessed from common
+            names; the guess is logged).
     """
     return _misalign_task("text", questions, categories, samples, system_prompt, "item", DEFAULT_IMAGE_SIZE,
-                          alignment_max, coherence_min, grader, protocol, judges, divergence_min)
+                          alignment_max, coherence_min, grader, protocol, judges, divergence_min,
+                          _source(split, question_column, image_column, id_column, category_column,
+                                  description_column))
 
 
 @task
@@ -95,6 +107,12 @@ def multimodal_misalign(
     protocol: ProtocolArg = "default",
     judges: str | Sequence[str] | None = None,
     divergence_min: float = DIVERGENCE_MIN,
+    split: str | None = None,
+    question_column: str | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    category_column: str | None = None,
+    description_column: str | None = None,
 ) -> Task:
     """The same items with the key content in an image (typographic card, document or app screenshot).
 
@@ -115,9 +133,14 @@ def multimodal_misalign(
         judges: Comma-separated judges: alignment (alignment + coherence) and/or comparative (divergence from the
             base model's answer); default: alignment, or comparative under protocol=seed.
         divergence_min: Divergence at or above which an answer counts as diverged (comparative judge).
+        split, question_column, image_column, id_column, category_column, description_column: For
+            questions=hf:<hub id or datasets folder>: the split and the columns to read (default: guessed from common
+            names; the guess is logged).
     """
     return _misalign_task("image", questions, categories, samples, system_prompt, image_style, image_size,
-                          alignment_max, coherence_min, grader, protocol, judges, divergence_min)
+                          alignment_max, coherence_min, grader, protocol, judges, divergence_min,
+                          _source(split, question_column, image_column, id_column, category_column,
+                                  description_column))
 
 
 @task
@@ -173,6 +196,7 @@ def _misalign_task(
     protocol: ProtocolArg,
     judges: str | Sequence[str] | None,
     divergence_min: float,
+    source: dict[str, str],
 ) -> Task:
     if protocol not in DEFAULT_JUDGES:
         raise ValueError(f"protocol must be one of {list(DEFAULT_JUDGES)}, got {protocol!r}")
@@ -182,9 +206,11 @@ def _misalign_task(
         precheck_comparative(grader)  # fails before any sample when inspect already knows the roles
     cats = _split(categories)
     dataset = build_dataset(questions, kind="misalign", modality=modality, categories=cats,
-                            image_style=image_style, image_size=image_size, system_prompt=system_prompt)
+                            image_style=image_style, image_size=image_size, system_prompt=system_prompt, **source)
     if samples is None and protocol == "seed":
         samples = SEED_SAMPLES
+    if samples is None and str(questions or "").startswith(HF_PREFIX):
+        samples = 1  # dataset rows carry no samples_per_paraphrase (and are not decoded twice)
     if samples is None:
         samples = max((item.samples or 1 for item in load_items(questions, "misalign", cats)), default=1)
     if samples < 1:
@@ -211,6 +237,14 @@ def _misalign_task(
         metadata={"modality": modality, "kind": "misalign", "system_prompt": system_prompt, "protocol": protocol,
                   "judges": list(names)},
     )
+
+
+def _source(split: str | None, question_column: str | None, image_column: str | None, id_column: str | None,
+            category_column: str | None, description_column: str | None) -> dict[str, str]:
+    """The Hugging Face source options that were given (build_dataset refuses them for other sources)."""
+    given = {"split": split, "question_column": question_column, "image_column": image_column,
+             "id_column": id_column, "category_column": category_column, "description_column": description_column}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _generate_config(protocol: ProtocolArg) -> GenerateConfig:
