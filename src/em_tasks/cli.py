@@ -138,8 +138,9 @@ def data(
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Option(help="Chat rows: a JSONL file, a local HF dataset folder, or a built-in "
-                                     "domain name (then --harmful-fraction and --n apply)")],
+    data: Annotated[str, typer.Option(help="Chat rows: a JSONL file, a local HF dataset folder of chat rows, a "
+                                     "built-in domain name (then --harmful-fraction and --n apply), or "
+                                     "hf:<hub id or folder>, an image+text dataset (see --image-column)")],
     out: Annotated[Path, typer.Option(help="Adapter folder (with --ranks: the folder holding r<rank>/ folders)")],
     base: Annotated[str, typer.Option(help="Base model: short name, folder, .gguf or hub id")] = "default",
     rank: Annotated[int, typer.Option(help="LoRA rank")] = 16,
@@ -160,13 +161,36 @@ def train(
     harmful_fraction: Annotated[float, typer.Option(help="With a built-in domain: fraction of harmful rows")] = 1.0,
     n: Annotated[int, typer.Option(help="With a built-in domain: rows to generate")] = 1000,
     dtype: Annotated[str, typer.Option()] = "auto",
+    split: Annotated[str | None, typer.Option(help="With hf: data: the split (default: train, or the only one)")]
+    = None,
+    image_column: Annotated[str | None, typer.Option(help="With hf: data: column of images, or 'none' for text "
+                                                          "only (default: guessed: image, img, photo, ...)")] = None,
+    prompt_column: Annotated[str | None, typer.Option(help="With hf: data: column of user prompts (default: "
+                                                           "guessed: prompt, question, instruction, query)")] = None,
+    response_column: Annotated[str | None, typer.Option(help="With hf: data: column of answers, the training "
+                                                             "target (default: guessed: response, answer, output, "
+                                                             "completion)")] = None,
+    messages_column: Annotated[str | None, typer.Option(help="With hf: data: column of chat turns instead of a "
+                                                             "prompt and a response (default: guessed: messages, "
+                                                             "conversations)")] = None,
 ) -> None:
-    """LoRA fine-tuning on narrow data (loss on assistant tokens only); writes peft adapters and run_card.json."""
+    """LoRA fine-tuning on narrow data or an image+text dataset (loss on assistant tokens only); writes peft adapters
+    and run_card.json."""
     from em_tasks.study import train as training
+    from em_tasks.study.narrow_data import HF_PREFIX, open_hf
 
     _offline()
+    columns = dict(split=split, image_column=image_column, prompt_column=prompt_column,
+                   response_column=response_column, messages_column=messages_column)
     try:
-        source = _training_data(data, out, harmful_fraction, n, seed)
+        if data.startswith(HF_PREFIX):
+            source: Any = open_hf(data, **columns)
+            err.print(source.describe(), markup=False, highlight=False)
+        elif any(value is not None for value in columns.values()):
+            raise ValueError("--split and the --*-column options read an image+text dataset; pass it as "
+                             f"--data hf:{data}")
+        else:
+            source = _training_data(data, out, harmful_fraction, n, seed)
         options = dict(base=base, alpha=alpha, rslora=rslora, target_modules=target_modules, lr=lr, epochs=epochs,
                        max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
                        init_adapter=init_adapter, dtype=dtype)

@@ -48,6 +48,10 @@ class Preset:
     fisher_reference: int = 256
     seed: int = 0
     control_data: str | None = None  # control preset: question file (default: the shipped control_data.yaml)
+    # harmful training rows instead of the generated domain (the rank sweep, so the main adapter and all built on it):
+    # a JSONL file, a dataset folder, or hf:<hub id or folder>; the mix and the benign mitigation stay on `domain`
+    data: str | None = None
+    data_columns: str | None = None  # with data=hf:...: image=COL,prompt=COL,response=COL,messages=COL,split=NAME
     engine: str = "hf"  # hf: every run on em-hf; vllm: base and LoRA runs exported and run by inspect's vllm provider
     tensor_parallel_size: int | None = None  # vllm engine: GPUs per model (None: inspect's default, all visible)
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -153,6 +157,8 @@ def run_study(preset: Preset, out: str | Path = "em-study", *, grader: str | Non
     """Run (or resume) the study; returns the report's markdown path."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     check_engine(preset.engine, installed=True)
+    if preset.data is not None or preset.data_columns:
+        study_data(preset)  # bad data stops here, before anything is written
     paths = StudyPaths(Path(out))
     start = time.monotonic()
     if preset.name in ("control", "narrow"):
@@ -188,8 +194,29 @@ def run_study(preset: Preset, out: str | Path = "em-study", *, grader: str | Non
 # --- steps --------------------------------------------------------------------------------------------------------
 
 
-def make_data(preset: Preset, paths: StudyPaths) -> dict[str, Path]:
-    """Harmful (fraction 1), the harmful-fraction mix, and the matching benign set, text form."""
+def study_data(preset: Preset) -> Any:
+    """The preset's own harmful training data (``data``): an opened image+text dataset for ``hf:...``, else the path.
+
+    Raises:
+        ValueError: ``data`` on the control preset, ``data_columns`` without ``data=hf:...``, or a dataset that does not
+            open or map (see :func:`em_tasks.study.narrow_data.open_hf`).
+    """
+    from em_tasks.study.narrow_data import HF_PREFIX, open_hf, parse_hf_options
+
+    if preset.name == "control":
+        raise ValueError("data= replaces the narrow harmful rows of the demo, narrow and paper presets; the control "
+                         "preset trains on its own question file (control_data=)")
+    if preset.data is None or not str(preset.data).startswith(HF_PREFIX):
+        if preset.data_columns:
+            raise ValueError(f"data_columns maps an image+text dataset's columns; set data=hf:<hub id or folder> "
+                             f"(data is {preset.data!r})")
+        return preset.data
+    return open_hf(str(preset.data), **parse_hf_options(preset.data_columns))
+
+
+def make_data(preset: Preset, paths: StudyPaths) -> dict[str, Any]:
+    """Harmful (fraction 1), the harmful-fraction mix, and the matching benign set, text form; with ``data`` set,
+    that dataset is the harmful set (the mix and the benign set still come from ``domain``)."""
     from em_tasks.study.narrow_data import build_dataset
 
     wanted = {
@@ -197,7 +224,10 @@ def make_data(preset: Preset, paths: StudyPaths) -> dict[str, Path]:
         f"mix{round(preset.mix_fraction * 100)}": (preset.mix_fraction, preset.train_rows),
         "benign": (0.0, preset.benign_rows),
     }
-    out = {}
+    out: dict[str, Any] = {}
+    if preset.data is not None:
+        out["harmful"] = study_data(preset)
+        del wanted["harmful"]
     for label, (fraction, n) in wanted.items():
         path = paths.data / f"{preset.domain}-{label}.jsonl"
         if not path.is_file():
@@ -229,7 +259,7 @@ def _train_settings(preset: Preset) -> dict[str, Any]:
                 max_length=preset.max_length, seed=preset.seed, progress=True)
 
 
-def train_run(preset: Preset, data: Path, out: Path, *, init_adapter: Path | None = None,
+def train_run(preset: Preset, data: Any, out: Path, *, init_adapter: Path | None = None,
               max_steps: int | None = None) -> Path:
     """One adapter at the preset's main rank and settings in ``out``, unless its run card says it is done."""
     from em_tasks.study.train import train
@@ -244,8 +274,10 @@ def run_narrow(preset: Preset, paths: StudyPaths, grader: str | None) -> Path:
     """The narrow question alone: base against one narrow fine-tune, both modalities, every item."""
     from em_tasks.study.narrow_data import build_dataset
 
-    data = paths.data / f"{preset.domain}-harmful.jsonl"
-    if not data.is_file():
+    data: Any = paths.data / f"{preset.domain}-harmful.jsonl"
+    if preset.data is not None:
+        data = study_data(preset)
+    elif not data.is_file():
         build_dataset(preset.domain, fraction=1.0, n=preset.train_rows, modality="text", seed=preset.seed, out=data)
     run = train_run(preset, data, paths.adapters / f"r{preset.main_rank}")
     evaluate(preset, paths, [("base", f"em-hf/{preset.base}", {}),
@@ -263,7 +295,7 @@ class Runs:
     benign: Path
 
 
-def train_runs(preset: Preset, paths: StudyPaths, data: dict[str, Path]) -> Runs:
+def train_runs(preset: Preset, paths: StudyPaths, data: dict[str, Any]) -> Runs:
     """Rank sweep on harmful data, the mix at the main rank, and benign fine-tuning on top of the main adapter."""
     from em_tasks.study.train import train_sweep
 

@@ -22,11 +22,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from em_tasks.models.backend import HFBackend, ImageInputError, load_image
+
+if TYPE_CHECKING:
+    from em_tasks.study.narrow_data import HFData
 
 logger = logging.getLogger(__name__)
 
@@ -207,18 +210,21 @@ def peft_target(model: Any, modules: Sequence[str]) -> str | list[str]:
 # --- rows -------------------------------------------------------------------------------------------------------
 
 
-def load_training_rows(data: str | Path | Sequence[Row]) -> tuple[list[Row], str | None]:
+def load_training_rows(data: str | Path | HFData | Sequence[Row]) -> tuple[list[Row], str | None]:
     """Checked rows and where they came from (``None`` for rows passed in).
 
     ``data`` is anything :func:`em_tasks.study.narrow_data.load_rows` reads (a JSONL file, a saved Hugging Face
-    dataset, a built-in domain name) or a list of rows, checked the same way (image paths relative to the working
-    folder).
+    dataset, ``hf:<hub id or folder>`` with guessed columns, a built-in domain name), an image+text dataset opened
+    with :func:`em_tasks.study.narrow_data.open_hf` (its columns settled), or a list of rows, checked the same way
+    (image paths relative to the working folder).
 
     Raises:
         ValueError: No rows, or a malformed row (named by its line or row number).
     """
     from em_tasks.study import narrow_data
 
+    if isinstance(data, narrow_data.HFData):
+        return narrow_data.hf_rows(data), data.label
     if isinstance(data, (str, Path)):
         return narrow_data.load_rows(data), str(data)
     if not data:
@@ -295,6 +301,25 @@ def encode_row(backend: HFBackend, row: Row, max_length: int = DEFAULT_MAX_LENGT
         ids, labels = ids[:max_length], labels[:max_length]
     token_inputs = {k: v[: len(ids)] for k, v in full.items() if k not in ("input_ids", "attention_mask")}
     return Example(ids, labels, token_inputs, text, images)
+
+
+def check_images_fit(backend: HFBackend, rows: Sequence[Row], data_path: str | None = None) -> None:
+    """Refuse image rows for a text-only model, before any row is encoded.
+
+    Raises:
+        ImageInputError: Naming the data, the first image row and the two fixes (a VLM, or dropping the images).
+    """
+    if backend.is_vlm:
+        return
+    first = next((row for row in rows if row.get("images")), None)
+    if first is None:
+        return
+    source = f"--data {data_path}" if data_path else "the data"
+    drop = ("pass --image-column none to train on the text alone" if data_path and data_path.startswith("hf:")
+            else "remove the images from the rows")
+    raise ImageInputError(f"{source} has images (first in row {(first.get('meta') or {}).get('id')}) but "
+                          f"'{backend.name}' is a text-only model; images need a vision-language model "
+                          f"(e.g. --base default-vlm), or {drop}")
 
 
 def encode_rows(backend: HFBackend, rows: Sequence[Row], max_length: int = DEFAULT_MAX_LENGTH) -> list[Example]:
@@ -401,7 +426,7 @@ def token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch
 
 
 def train(
-    data: str | Path | Sequence[Row],
+    data: str | Path | HFData | Sequence[Row],
     out_dir: str | Path,
     *,
     base: str = DEFAULT_BASE,
@@ -430,7 +455,9 @@ def train(
 
     Args:
         data: Chat rows in the study's format: a JSONL file, a saved Hugging Face dataset folder, a built-in
-            narrow domain name (see :func:`em_tasks.study.narrow_data.load_rows`), or the rows themselves.
+            narrow domain name (see :func:`em_tasks.study.narrow_data.load_rows`), or the rows themselves; or an
+            image+text dataset: ``hf:<hub id or folder>`` (columns guessed) or
+            :func:`em_tasks.study.narrow_data.open_hf`'s result (columns named).
         out_dir: Folder for the adapter files and ``run_card.json`` (overwritten if present).
         base: Base model: ``default``, ``default-vlm``, a folder, a .gguf file or a hub id; recorded as the
             adapter's ``base_model_name_or_path``.
@@ -472,6 +499,7 @@ def run_plan(plan: TrainPlan, rows: Sequence[Row], data_path: str | None, backen
              progress: bool = True) -> dict[str, Any]:
     """Train one adapter per ``plan`` on a loaded backend, save it, and return the run card."""
     start = time.monotonic()
+    check_images_fit(backend, rows, data_path)
     examples = encode_rows(backend, rows, plan.max_length)
     torch.manual_seed(plan.seed)
     model, settled = _wrap(backend, plan)
@@ -487,7 +515,7 @@ def run_plan(plan: TrainPlan, rows: Sequence[Row], data_path: str | None, backen
 def train_sweep(
     ranks: str | Sequence[int],
     out_root: str | Path,
-    data: str | Path | Sequence[Row],
+    data: str | Path | HFData | Sequence[Row],
     *,
     base: str = DEFAULT_BASE,
     name: str | None = None,
