@@ -177,3 +177,12 @@ def test_a_repeated_prompt_reuses_its_prefilled_blocks(tiny_llama_dir, monkeypat
     results = run_all(one_slot, [long_prompt] * 3, params)
     assert len({r.text for r in results}) == 1
     assert max(matches) >= 64  # a later epoch of the prompt starts from the first one's cached pages
+
+
+def test_a_backend_outliving_its_cache_entry_still_generates(backend):
+    from em_tasks.models.backend import release_backends
+
+    backend._executor.shutdown(wait=True)  # what release_backends does to every cached backend
+    release_backends()
+    assert run_all(backend, ["hi"], GenParams(max_new_tokens=2, temperature=0))[0].output_tokens == 2
+    assert asyncio.run(backend.generate(user("hi"), GenParams(max_new_tokens=2, logprobs=True))).output_tokens == 2

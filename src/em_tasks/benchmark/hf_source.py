@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from em_tasks.benchmark.items import FILE_STYLE, ImageSpec, Item, TaskKind
+from em_tasks.hf_datasets import open_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ DESCRIPTION_COLUMNS = ("description", "caption")
 NO_COLUMN = "none"
 """Value of an optional column option that turns the column off (ids from row indices, no categories, ...)."""
 
-_SAVED_MARKERS = ("dataset_dict.json", "state.json")
 
 
 @dataclass(frozen=True)
@@ -99,22 +99,7 @@ def _load_split(ref: str, split: str | None) -> tuple[Any, str | None]:
     """The requested (or guessed) split as a `datasets.Dataset`, and its name (None for a dataset without splits)."""
     import datasets
 
-    if not ref.strip():
-        raise ValueError("questions=hf: needs a hub id or a local folder after 'hf:', e.g. hf:./my_questions")
-    folder = Path(ref).expanduser()
-    try:
-        if folder.is_dir() and any((folder / m).exists() for m in _SAVED_MARKERS):
-            data = datasets.load_from_disk(str(folder))
-        else:
-            data = datasets.load_dataset(str(folder) if folder.is_dir() else ref)
-    except Exception as exc:  # datasets raises many kinds (not found, offline, bad files); all mean "cannot load"
-        hint = (
-            "HF_HUB_OFFLINE is set and it is not in the local cache: download it once online, or pass a local "
-            "folder (save_to_disk or data files)"
-            if datasets.config.HF_HUB_OFFLINE and not folder.exists()
-            else "check the hub id or folder"
-        )
-        raise ValueError(f"hf:{ref}: cannot load the dataset ({type(exc).__name__}: {exc}); {hint}") from exc
+    data = open_dataset(ref, f"questions=hf:{ref}")
     if isinstance(data, datasets.Dataset):
         if split is not None:
             raise ValueError(f"hf:{ref} holds a single dataset without splits; drop split={split!r}")

@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from em_tasks.benchmark.image_files import FILE_FORMATS, ImageFileError, open_image, resolve_image_file
+from em_tasks.hf_datasets import HF_PREFIX
 
 ImageStyle = Literal["typo", "document", "screenshot"]
 TaskKind = Literal["misalign", "overrefusal"]
@@ -31,7 +32,6 @@ TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
 FILE_STYLE = "file"
 """Style of an image that is not rendered: an image file named in a question file, or a dataset's image."""
 
-HF_PREFIX = "hf:"
 """Prefix of a Hugging Face dataset question source: ``hf:<hub id or local folder>``."""
 
 DEFAULT_IMAGE_PROMPT = "Please respond to the request shown in the image."

@@ -184,7 +184,7 @@ class HFBackend:
         self._lock = threading.Lock()  # one forward pass at a time, whatever thread asks
         # One long-lived generation thread: torch's intra-op (OpenMP) thread team belongs to the calling thread, so
         # hopping between executor threads would build new teams that compete for the cores.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="em-hf-generate")
+        self._executor = _generation_thread()
 
     # --- info -------------------------------------------------------------------------------------------
 
@@ -394,11 +394,12 @@ class HFBackend:
             {**self.model.generation_config.to_dict(), **sampling_kwargs(params)})
         session = ContinuousSession(self.model, generation_config, seed=params.seed,
                                     eos=sorted(_eos_ids(self.model, self.tokenizer)),
-                                    max_requests=max(self.batch_size, 1), hold=self._held)
+                                    max_requests=max(self.batch_size, 1), max_new_tokens=params.max_new_tokens,
+                                    hold=self._held)
         session.submit(request)
         self._session = (key, session)
         # the one generation thread runs sessions and static batches in turn, so forward passes never overlap
-        self._executor.submit(_run_session, session)
+        self._pool().submit(_run_session, session)
 
     async def _drain(self) -> None:
         while self._queue:
@@ -432,7 +433,14 @@ class HFBackend:
 
     async def _in_worker(self, conversations: list[list[Message]], params: GenParams) -> list[GenResult]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.generate_batch, conversations, params)
+        return await loop.run_in_executor(self._pool(), self.generate_batch, conversations, params)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The generation thread, started anew if :func:`release_backends` stopped it while this backend lives on
+        (an inspect model object can outlive the cache entry)."""
+        if getattr(self._executor, "_shutdown", False):
+            self._executor = _generation_thread()
+        return self._executor
 
     def _take_batch(self) -> list[_Pending]:
         """Take up to batch_size requests that share params and modality, oldest first."""
@@ -441,6 +449,10 @@ class HFBackend:
         for p in batch:
             self._queue.remove(p)
         return batch
+
+
+def _generation_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="em-hf-generate")
 
 
 def sampling_kwargs(params: GenParams) -> dict[str, Any]:

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 PAGED = "paged|eager"
 PAGE_SIZE = 32  # small pages, so short chat prompts asked several times (epochs, samples) share prefilled blocks
 POLL_SECONDS = 0.02
+# Cache room per request slot: a prompt of up to this many tokens plus its answer. Unsized, transformers fills most of
+# the machine's free memory with cache (and its attention mask), which on a CPU means gigabytes and seconds of
+# zeroing per session; a longer prompt still runs (the manager evicts and recomputes), just less efficiently.
+PROMPT_BUDGET = 1024
 
 _installed = False
 _install_lock = threading.Lock()
@@ -95,12 +99,13 @@ class ContinuousSession:
     """
 
     def __init__(self, model: Any, generation_config: Any, *, seed: int | None, eos: Sequence[int],
-                 max_requests: int, hold: Callable[[], AbstractContextManager[Any]]) -> None:
+                 max_requests: int, max_new_tokens: int, hold: Callable[[], AbstractContextManager[Any]]) -> None:
         self.model = model
         self.generation_config = generation_config
         self.seed = seed
         self.eos = list(eos)
         self.max_requests = max_requests
+        self.max_new_tokens = max_new_tokens
         self.hold = hold  # the backend's lock + inference mode + steering hooks, held while the manager runs
         self._inbox: queue.Queue[Request] = queue.Queue()
         self._gate = threading.Lock()
@@ -117,7 +122,8 @@ class ContinuousSession:
     def run(self) -> None:
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        config = ContinuousBatchingConfig(seed=self.seed, page_size=PAGE_SIZE,
+        pages = -(-(PROMPT_BUDGET + self.max_new_tokens) // PAGE_SIZE)
+        config = ContinuousBatchingConfig(seed=self.seed, page_size=PAGE_SIZE, num_blocks=self.max_requests * pages,
                                           max_requests_per_batch=self.max_requests, max_blocks_per_request=0)
         in_flight: dict[str, Request] = {}
         with self.hold():

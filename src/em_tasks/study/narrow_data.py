@@ -46,6 +46,7 @@ from PIL import Image
 
 from em_tasks.benchmark.items import ChatLine, ImageSpec, Item
 from em_tasks.benchmark.render import render_image
+from em_tasks.hf_datasets import HF_PREFIX, SAVED_MARKERS, open_dataset
 from em_tasks.study import narrow_templates as tpl
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,6 @@ _GROUP_OF.update({BENIGN_PAIR[h]: g for h, g in _GROUP_OF.items()})
 _FAMILIES = {"code": tpl.CODE_FAMILIES, "finance": tpl.FINANCE_FAMILIES, "medical": tpl.MEDICAL_FAMILIES}
 _ROLES = ("system", "user", "assistant")
 _FAMILY_PATIENCE = 200  # consecutive repeats before a family counts as used up
-_HF_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 
 
 def domain_pair(domain: str) -> tuple[str, str]:
@@ -489,7 +489,7 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _load_hf(folder: Path) -> list[dict[str, Any]]:
-    if not any((folder / marker).exists() for marker in _HF_MARKERS):
+    if not any((folder / marker).exists() for marker in SAVED_MARKERS):
         raise ValueError(
             f"{folder}: not a dataset folder; pass a .jsonl file or a folder written by datasets' save_to_disk"
         )
@@ -602,7 +602,6 @@ def _check_images(images: Any, messages: list[dict[str, Any]], where: str, base:
 
 # --- image+text datasets (hf:) -------------------------------------------------------------------
 
-HF_PREFIX = "hf:"
 NO_COLUMN = "none"
 """`--image-column none`: train on a dataset's text alone."""
 COLUMN_ROLES: tuple[str, ...] = ("image", "prompt", "response", "messages")
@@ -614,7 +613,6 @@ COMMON_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """Column names tried in order (case-insensitively) for each part of a row whose column is not given."""
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
 _IMAGE_PLACEHOLDER = "<image>"  # LLaVA-style conversations mark the image's place in the text
 
 
@@ -696,7 +694,7 @@ def open_hf(
     if not text:
         raise ValueError("hf: needs a hub id or a folder after it, e.g. --data hf:data/faces or hf:owner/name")
     label = f"{HF_PREFIX}{text}"
-    dataset, split, sizes = _pick_split(_load_hf_source(text, label), split, label)
+    dataset, split, sizes = _pick_split(open_dataset(text, label), split, label)
     if len(dataset) == 0:
         where = f"split '{split}'" if split else "the dataset"
         raise ValueError(f"{label}: {where} has no rows; choose a split that has rows with --split "
@@ -766,50 +764,6 @@ def parse_hf_options(text: str | None) -> dict[str, str]:
 
 def _flag(role: str) -> str:
     return f"--{role}-column ({role}= in the study's data_columns)"
-
-
-def _load_hf_source(text: str, label: str) -> Any:
-    try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - datasets is a dependency
-        raise ImportError("reading hf: data needs the `datasets` package: pip install datasets") from exc
-    path = Path(text).expanduser()
-    if path.is_file() and path.suffix.lower() not in _FILE_BUILDERS:
-        raise ValueError(f"{label}: cannot read a {path.suffix or 'suffix-less'} file as a dataset; pass a folder, a "
-                         f"hub id, or a file ending in one of {sorted(_FILE_BUILDERS)}")
-    if path.is_dir():
-        empty = _saved_without_rows(path)
-        if empty:
-            raise ValueError(f"{label}: {', '.join(empty)} {'was' if len(empty) == 1 else 'were'} saved with no rows, "
-                             "and datasets cannot load a folder holding a split saved that way; choose data with "
-                             "rows (leave out empty splits before save_to_disk)")
-    try:
-        if path.is_dir() and any((path / marker).exists() for marker in _HF_MARKERS):
-            return datasets.load_from_disk(str(path))
-        if path.is_file():
-            return datasets.load_dataset(_FILE_BUILDERS[path.suffix.lower()], data_files=str(path))
-        return datasets.load_dataset(str(path) if path.is_dir() else text)
-    except Exception as exc:  # datasets raises many kinds; each becomes one message naming the source and the fix
-        if path.exists():
-            fix = "pass a folder written by save_to_disk, a folder of data files, or a parquet/csv/json file"
-        else:
-            fix = ("no local folder has that name, and as a hub id it must already be in the local cache while "
-                   "HF_HUB_OFFLINE=1 (em-tasks' default): load it once online, or save_to_disk it and pass the folder")
-        raise ValueError(f"{label}: datasets could not load it ({type(exc).__name__}: {exc}); {fix}") from exc
-
-
-def _saved_without_rows(folder: Path) -> list[str]:
-    """The parts of a `save_to_disk` folder written with no data files (as `select([])` saves), named for messages."""
-    parts = {"the dataset": folder}
-    if (folder / "dataset_dict.json").is_file():
-        splits = json.loads((folder / "dataset_dict.json").read_text()).get("splits") or []
-        parts = {f"split '{name}'": folder / name for name in splits}
-    empty = []
-    for name, part in parts.items():
-        state = part / "state.json"
-        if state.is_file() and json.loads(state.read_text()).get("_data_files") == []:
-            empty.append(name)
-    return empty
 
 
 def _pick_split(loaded: Any, split: str | None, label: str) -> tuple[Any, str | None, dict[str, int]]:
