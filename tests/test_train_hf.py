@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from em_tasks.cli import app
 from em_tasks.models.backend import HFBackend, ImageInputError
+from em_tasks.study import hf_training as hft
 from em_tasks.study import narrow_data as nd
-from em_tasks.study.narrow_data import HFColumns, hf_rows, open_hf
+from em_tasks.study.hf_training import HFColumns, hf_rows, open_hf
 from em_tasks.study.pipeline import StudyPaths, make_data, preset_with, run_study, train_run
 from em_tasks.study.train import IGNORE_INDEX, encode_row, train
 
@@ -145,9 +146,9 @@ def test_a_dataset_without_images_gives_text_rows_a_vlm_trains_on(vlm: HFBackend
 
 
 def test_study_columns_parse_into_the_same_options() -> None:
-    assert nd.parse_hf_options("image=pic, prompt=q,response=a,split=test") == {
+    assert hft.parse_hf_options("image=pic, prompt=q,response=a,split=test") == {
         "image_column": "pic", "prompt_column": "q", "response_column": "a", "split": "test"}
-    assert nd.parse_hf_options(None) == {}
+    assert hft.parse_hf_options(None) == {}
 
 
 # --- training -------------------------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def test_the_study_trains_on_its_data_setting(faces: Path, tiny_vlm_dir: Path, t
     paths = StudyPaths(tmp_path / "study")
     data = make_data(preset, paths)
     harmful = data["harmful"]
-    assert isinstance(harmful, nd.HFData) and harmful.columns.prompt == "question" and "prompt" not in harmful.guessed
+    assert isinstance(harmful, hft.HFData) and harmful.columns.prompt == "question" and "prompt" not in harmful.guessed
     assert data["mix10"].is_file() and data["benign"].is_file()  # still the generated domain
     assert not (paths.data / "bad_medical-harmful.jsonl").exists()
     run = train_run(preset, harmful, paths.adapters / "r2")

@@ -177,7 +177,7 @@ def train(
     """LoRA fine-tuning on narrow data or an image+text dataset (loss on assistant tokens only); writes peft adapters
     and run_card.json."""
     from em_tasks.study import train as training
-    from em_tasks.study.narrow_data import HF_PREFIX, open_hf
+    from em_tasks.study.hf_training import HF_PREFIX, open_hf
 
     _offline()
     columns = dict(split=split, image_column=image_column, prompt_column=prompt_column,

@@ -199,9 +199,9 @@ def study_data(preset: Preset) -> Any:
 
     Raises:
         ValueError: ``data`` on the control preset, ``data_columns`` without ``data=hf:...``, or a dataset that does not
-            open or map (see :func:`em_tasks.study.narrow_data.open_hf`).
+            open or map (see :func:`em_tasks.study.hf_training.open_hf`).
     """
-    from em_tasks.study.narrow_data import HF_PREFIX, open_hf, parse_hf_options
+    from em_tasks.study.hf_training import HF_PREFIX, open_hf, parse_hf_options
 
     if preset.name == "control":
         raise ValueError("data= replaces the narrow harmful rows of the demo, narrow and paper presets; the control "

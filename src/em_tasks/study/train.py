@@ -29,7 +29,7 @@ import torch
 from em_tasks.models.backend import HFBackend, ImageInputError, load_image
 
 if TYPE_CHECKING:
-    from em_tasks.study.narrow_data import HFData
+    from em_tasks.study.hf_training import HFData
 
 logger = logging.getLogger(__name__)
 
@@ -215,16 +215,16 @@ def load_training_rows(data: str | Path | HFData | Sequence[Row]) -> tuple[list[
 
     ``data`` is anything :func:`em_tasks.study.narrow_data.load_rows` reads (a JSONL file, a saved Hugging Face
     dataset, ``hf:<hub id or folder>`` with guessed columns, a built-in domain name), an image+text dataset opened
-    with :func:`em_tasks.study.narrow_data.open_hf` (its columns settled), or a list of rows, checked the same way
+    with :func:`em_tasks.study.hf_training.open_hf` (its columns settled), or a list of rows, checked the same way
     (image paths relative to the working folder).
 
     Raises:
         ValueError: No rows, or a malformed row (named by its line or row number).
     """
-    from em_tasks.study import narrow_data
+    from em_tasks.study import hf_training, narrow_data
 
-    if isinstance(data, narrow_data.HFData):
-        return narrow_data.hf_rows(data), data.label
+    if isinstance(data, hf_training.HFData):
+        return hf_training.hf_rows(data), data.label
     if isinstance(data, (str, Path)):
         return narrow_data.load_rows(data), str(data)
     if not data:
@@ -457,7 +457,7 @@ def train(
         data: Chat rows in the study's format: a JSONL file, a saved Hugging Face dataset folder, a built-in
             narrow domain name (see :func:`em_tasks.study.narrow_data.load_rows`), or the rows themselves; or an
             image+text dataset: ``hf:<hub id or folder>`` (columns guessed) or
-            :func:`em_tasks.study.narrow_data.open_hf`'s result (columns named).
+            :func:`em_tasks.study.hf_training.open_hf`'s result (columns named).
         out_dir: Folder for the adapter files and ``run_card.json`` (overwritten if present).
         base: Base model: ``default``, ``default-vlm``, a folder, a .gguf file or a hub id; recorded as the
             adapter's ``base_model_name_or_path``.
