@@ -12,9 +12,7 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
+import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,6 +22,7 @@ from typing import Any
 
 import torch
 
+from em_tasks.atomic import build_once, is_complete
 from em_tasks.models.layers import language_model_target, unwrap
 from em_tasks.models.sources import ModelSource, cache_dir
 
@@ -217,14 +216,29 @@ def apply_lora(model: Any, spec: LoraSpec, source: ModelSource, is_vlm: bool) ->
     """Load ``spec``'s adapters onto ``model`` and (unless ``spec.merged`` is False) merge them in place.
 
     Returns the model to use (the same object with merged weights, or a PeftModel when not merged) and facts for logs.
+
+    Guards (each raises :class:`AdapterMismatchError` naming the adapter and the fix), so that "the LoRA did nothing"
+    and non-finite weights never reach an eval:
+
+    - the target (the adapter's own ``target_modules`` or ``-M target=``) must name modules the base has, and every
+      module it wraps must receive weights (else peft leaves them empty), and no weight may be left without a module;
+    - each adapter's weights must be finite, and must not be a zero update (an untrained adapter: peft initialises
+      ``lora_B`` to zeros; rank 0);
+    - the combined update (after weights, merge method and alpha) is computed per layer before merging: it must be
+      finite and not (numerically) zero, so combinations that cancel (``A:1,A:-1``) are caught too. A zero combined
+      update the user asked for explicitly (``-M alpha=0``, or every adapter weight 0) is allowed with a logged
+      warning: it evaluates as the base model, on purpose;
+    - after ``merge_and_unload`` every merged weight of the touched modules must be finite.
+
+    These checks apply to the unmerged (``merged=False``) path too, except the last, which has no merged weights.
     """
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from peft.tuners.lora import LoraLayer
     from safetensors.torch import load_file
 
     start = time.monotonic()
     names = base_names(model, source)
     device = next(model.parameters()).device
+    module_names = [n for n, _ in unwrap(model).named_modules() if n]
     peft_model: Any = None
     adapter_names = []
     for i, ref in enumerate(spec.adapters):
@@ -233,18 +247,29 @@ def apply_lora(model: Any, spec: LoraSpec, source: ModelSource, is_vlm: bool) ->
         config.inference_mode = True
         config.base_model_name_or_path = getattr(unwrap(model).config, "_name_or_path", None)  # checked above
         config.target_modules = _target_for(fit, config, model, spec, is_vlm)
+        check_target(ref, fit, config.target_modules, unwrap(model), module_names, spec.target)
+        state = load_file(str(Path(ref.path) / _WEIGHTS_FILE), device=str(device))
+        check_adapter_weights(ref, state)
         name = f"adapter{i}"
         if peft_model is None:
             peft_model = get_peft_model(model, config, adapter_name=name, low_cpu_mem_usage=True)
         else:
             peft_model.add_adapter(name, config, low_cpu_mem_usage=True)
-        state = load_file(str(Path(ref.path) / _WEIGHTS_FILE), device=str(device))
         result = set_peft_model_state_dict(peft_model, state, adapter_name=name, low_cpu_mem_usage=True)
         unexpected = [k for k in result.unexpected_keys if "lora_" in k]
         if unexpected:
             raise AdapterMismatchError(
                 f"Adapter {ref.path}: {len(unexpected)} weight(s) found no module to go to (first: {unexpected[0]}); "
                 "its target modules are not in this base, or -M target= excludes them."
+            )
+        own = re.compile(rf"\.lora_\w+\.{name}(\.|$)")
+        empty = sorted({k.split(".lora_")[0].removeprefix("base_model.model.")
+                        for k in result.missing_keys if own.search(k)})
+        if empty:
+            raise AdapterMismatchError(
+                f"Adapter {ref.path}: the target wraps {len(empty)} module(s) the adapter has no weights for "
+                f"(first: {empty[0]}), which would be left empty. Pass -M target={_short_names(fit.modules)} (the "
+                "modules it has weights for), or leave out -M target= to use the adapter's own."
             )
         adapter_names.append(name)
     weights = [a.weight for a in spec.adapters]
@@ -262,18 +287,161 @@ def apply_lora(model: Any, spec: LoraSpec, source: ModelSource, is_vlm: bool) ->
             warnings.simplefilter("ignore", UserWarning)
             for name in adapter_names:
                 peft_model.delete_adapter(name)
-    for module in peft_model.modules():
-        if isinstance(module, LoraLayer) and combined in module.scaling:
-            module.scaling[combined] *= scale
+    layers = _lora_layers(peft_model, combined)
+    for _, module in layers:
+        module.scaling[combined] *= scale
     peft_model.set_adapter(combined)
+    check_combined_update(spec, layers, combined)
     info = {**spec.describe(), "merge_seconds": 0.0}
     if spec.merged:
+        touched = [n for n, _ in layers]
         model = peft_model.merge_and_unload()
+        check_merged(spec, model, touched)
     else:
         model = peft_model
     model.eval()
     info["merge_seconds"] = round(time.monotonic() - start, 3)
     return model, info
+
+
+# --- guards -----------------------------------------------------------------------------------------------------
+
+# A combined update whose largest entry is below this fraction of the largest value its factors could produce
+# (rank x max|A| x max|B| x |scaling|) is rounding left over from terms that cancel: it is zero. Real updates are
+# orders of magnitude above it, and an update this small vanishes when merged into bf16 weights anyway.
+ZERO_UPDATE_RTOL = 1e-4
+
+
+def _short_names(modules: Sequence[str]) -> str:
+    """Last name components, as a ``-M target=`` value (``q_proj,v_proj``)."""
+    return ",".join(sorted({m.rsplit(".", 1)[-1] for m in modules}))
+
+
+def check_target(ref: AdapterRef, fit: AdapterFit, target: Any, base: Any, module_names: Sequence[str],
+                 override: str | None) -> None:
+    """Refuse a target (``-M target=`` or the adapter's own ``target_modules``) naming modules the base lacks."""
+    if target is None or target == "all-linear":
+        return
+    if isinstance(target, str):
+        missing = [] if any(re.fullmatch(target, n) for n in module_names) else [target]
+    else:
+        missing = [t for t in target if not any(n == t or n.endswith("." + t) for n in module_names)]
+    if not missing:
+        return
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules()
+                     if isinstance(m, kinds) and ".lora_" not in n and not n.endswith("base_layer")})
+    shown = ", ".join(linear[:15]) + (", ..." if len(linear) > 15 else "")
+    if override:
+        raise AdapterMismatchError(
+            f"-M target={override}: {', '.join(map(str, missing))} matches no module of {type(base).__name__} "
+            f"(adapter {ref.path}). Modules it has that LoRA can wrap: {shown}. Name some of those, or leave out "
+            f"-M target= to use the adapter's own (-M target={_short_names(fit.modules)})."
+        )
+    raise AdapterMismatchError(
+        f"Adapter {ref.path} names target module(s) {', '.join(map(str, missing))} in its adapter_config.json, which "
+        f"{type(base).__name__} does not have (it was made for another architecture, or its config was edited). "
+        f"Evaluate it on the base it was trained on, or pass -M target={_short_names(fit.modules)} to apply only "
+        "the modules it has weights for."
+    )
+
+
+def check_adapter_weights(ref: AdapterRef, state: Mapping[str, torch.Tensor]) -> None:
+    """Each adapter's own weights: all finite, and not a zero update (no module with both A and B non-zero)."""
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise AdapterMismatchError(
+            f"Adapter {ref.path}: its LoRA weights are not finite ({len(bad)} of {len(state)} tensors hold NaN or "
+            f"inf; first: {bad[0]}). The training run that wrote it diverged: check that run (a learning rate too "
+            "high, or fp16 overflow, are the usual causes) and retrain; evaluating it would give garbage."
+        )
+    factors: dict[str, dict[str, bool]] = {}
+    for key, t in state.items():
+        for part, kind in ((".lora_A.", "A"), (".lora_B.", "B"), (".lora_embedding_A", "A"),
+                           (".lora_embedding_B", "B")):
+            if part in key:
+                factors.setdefault(key.split(part)[0], {})[kind] = t.numel() > 0 and bool(t.any())
+    if factors and not any(f.get("A") and f.get("B") for f in factors.values()):
+        raise AdapterMismatchError(
+            f"Adapter {ref.path} has a zero update: in all {len(factors)} of its modules lora_B or lora_A is all "
+            "zeros (or the rank is 0), so B·A = 0. It is an untrained adapter (peft initialises lora_B to zeros) and "
+            "would evaluate as the base model. Pass the folder a finished training run saved."
+        )
+
+
+def _lora_layers(peft_model: Any, adapter: str) -> list[tuple[str, Any]]:
+    """(name in the base model, LoraLayer) for every module carrying ``adapter``."""
+    from peft.tuners.lora import LoraLayer
+
+    return [(n.removeprefix("base_model.model."), m) for n, m in peft_model.named_modules()
+            if isinstance(m, LoraLayer) and adapter in m.scaling]
+
+
+def _factors(module: Any, adapter: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if adapter in getattr(module, "lora_A", {}):
+        return module.lora_A[adapter].weight, module.lora_B[adapter].weight
+    if adapter in getattr(module, "lora_embedding_A", {}):
+        return module.lora_embedding_A[adapter], module.lora_embedding_B[adapter]
+    return None
+
+
+def check_combined_update(spec: LoraSpec, layers: Sequence[tuple[str, Any]], adapter: str) -> None:
+    """The update about to be applied, per layer: finite, and not zero (unless alpha=0 or all weights 0)."""
+    what = ", ".join(f"{a.path}:{a.weight:g}" for a in spec.adapters)
+    how = f"merge={spec.merge}, alpha={spec.alpha:g}"
+    if not layers:
+        raise AdapterMismatchError(f"No module of the model received the adapter(s) {what}: nothing to apply. Check "
+                                   "-M target= and that the adapters were trained for this base.")
+    nonfinite: list[str] = []
+    nonzero = False
+    with torch.no_grad():
+        for name, module in layers:
+            delta = module.get_delta_weight(adapter)
+            if not bool(torch.isfinite(delta).all()):
+                nonfinite.append(name)
+                continue
+            if nonzero:
+                continue
+            peak = float(delta.abs().max()) if delta.numel() else 0.0
+            factors = _factors(module, adapter)
+            bound = 0.0
+            if factors is not None and factors[0].numel() and factors[1].numel():
+                a, b = factors
+                rank = min(a.shape[0], b.shape[1]) if a.dim() > 1 and b.dim() > 1 else 1
+                bound = rank * float(a.abs().max()) * float(b.abs().max()) * abs(float(module.scaling[adapter]))
+            nonzero = peak > ZERO_UPDATE_RTOL * bound if bound > 0 else peak > 0
+    if nonfinite:
+        raise AdapterMismatchError(
+            f"The combined LoRA update of {what} ({how}) is not finite in {len(nonfinite)} module(s) (first: "
+            f"{nonfinite[0]}): it overflows the model's dtype. Lower the weights or -M alpha, load with "
+            "-M dtype=float32, or check the adapters' training runs."
+        )
+    if nonzero:
+        return
+    if spec.alpha == 0 or all(a.weight == 0 for a in spec.adapters):
+        logger.warning("LoRA %s with %s is a zero update, as asked: this evaluates as the base model", what, how)
+        return
+    raise AdapterMismatchError(
+        f"The combined LoRA update of {what} ({how}) is a zero update in all {len(layers)} modules: the adapters "
+        "cancel (for example the same adapter at +1 and -1), so this would evaluate as the base model. Change the "
+        "weights, or pass -M alpha=0 if the base model is what you want."
+    )
+
+
+def check_merged(spec: LoraSpec, model: Any, touched: Sequence[str]) -> None:
+    """After merging: every weight of the modules the adapters touched is finite."""
+    bad = []
+    for name in touched:
+        weight = getattr(unwrap(model).get_submodule(name), "weight", None)
+        if weight is not None and not bool(torch.isfinite(weight).all()):
+            bad.append(name)
+    if bad:
+        what = ", ".join(f"{a.path}:{a.weight:g}" for a in spec.adapters)
+        raise AdapterMismatchError(
+            f"Merging {what} (merge={spec.merge}, alpha={spec.alpha:g}) left weights that are not finite in "
+            f"{len(bad)} module(s) (first: {bad[0]}): base + update overflows the model's dtype. Load with "
+            "-M dtype=float32, lower -M alpha, or check the base model's weights."
+        )
 
 
 def _target_for(fit: AdapterFit, config: Any, model: Any, spec: LoraSpec, is_vlm: bool) -> Any:
@@ -284,8 +452,6 @@ def _target_for(fit: AdapterFit, config: Any, model: Any, spec: LoraSpec, is_vlm
     own = config.target_modules
     if not is_vlm or isinstance(own, str) or not own:
         return own
-    import re
-
     regex = language_model_target(model, sorted(own))
     if isinstance(regex, str) and all(re.fullmatch(regex, m) for m in fit.modules):
         return regex
@@ -313,27 +479,22 @@ def cached_merge(source: ModelSource, spec: LoraSpec, dtype: torch.dtype) -> Pat
     if not (spec.cache and spec.merged):
         return None
     path = merged_cache_path(source, spec, dtype)
-    return path if (path / _MERGE_RECORD).is_file() else None
+    return path if is_complete(path, _MERGE_RECORD) else None
 
 
 def save_merged(model: Any, processor: Any, path: Path, record: Mapping[str, Any]) -> None:
-    """Write merged weights + processor to ``path`` atomically (a temp folder renamed into place)."""
+    """Write merged weights + processor to ``path`` once: under a lock, into a temp folder renamed into place
+    (:func:`em_tasks.atomic.build_once`); a process that finds the entry written meanwhile writes nothing."""
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".merging-", dir=path.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        (tmp / _MERGE_RECORD).write_text(json.dumps(dict(record), indent=2, default=str))
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another process wrote it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def build(stage: Path) -> None:
+        model.save_pretrained(stage, safe_serialization=True)
+        processor.save_pretrained(stage)
+        (stage / _MERGE_RECORD).write_text(json.dumps(dict(record), indent=2, default=str))  # last: complete
+
+    build_once(path, build, marker=_MERGE_RECORD, what="the merged model")
 
 
 def spec_record(source: ModelSource, spec: LoraSpec) -> dict[str, Any]:

