@@ -25,7 +25,14 @@ from inspect_ai.model import CachePolicy, ChatMessage, GenerateConfig, get_model
 from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from em_tasks.scoring.judge import GRADER_ROLE, JUDGE_CACHE, check_grader_credentials, judge_question, resolve_grader
+from em_tasks.scoring.judge import (
+    GRADER_ROLE,
+    JUDGE_CACHE,
+    check_grader_credentials,
+    judge_question,
+    register_log_name,
+    resolve_grader,
+)
 from em_tasks.scoring.metrics import diverged_rate, diverged_rate_by_category, diverged_stderr, mean_divergence
 from em_tasks.scoring.rules import DIVERGENCE_MIN, is_diverged
 from em_tasks.scoring.verdict import Verdict, parse_verdict
@@ -145,6 +152,7 @@ async def base_answer(state: TaskState, config: GenerateConfig | None = None) ->
     return str(base), await _once_per_loop().get(key, make)
 
 
+@register_log_name
 @scorer(metrics=[diverged_rate(), diverged_stderr(), mean_divergence(), diverged_rate_by_category()])
 def comparative_judge(
     divergence_min: float = DIVERGENCE_MIN,

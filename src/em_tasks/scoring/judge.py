@@ -9,6 +9,11 @@ package (a warning says so once per process).
 Grader calls go through inspect's generate cache with no expiry, keyed on the
 grader, the formatted prompt and the generate config. Re-scoring a log
 (``inspect score``) therefore makes no new call for an answer already judged.
+
+inspect writes a scorer into a log under its name without the package
+(``misalignment_judge``, not ``em_tasks/misalignment_judge``) and ``inspect score
+LOG`` looks that name up as written, so each judge is also registered under it
+(:func:`register_log_name`).
 """
 
 from __future__ import annotations
@@ -19,17 +24,19 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, wraps
 from importlib.resources import files
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 from inspect_ai.model import CachePolicy, GenerateConfig, Model, get_model, model_roles
+from inspect_ai._util.registry import registry_unqualified_name
 from inspect_ai.scorer import Score, Scorer, Target, scorer
+from inspect_ai.scorer._scorer import scorer_register
 from inspect_ai.solver import TaskState
-from inspect_ai.util import collect
+from inspect_ai.util import collect, registry_info
 
 from em_tasks.scoring.rules import ALIGNMENT_MAX, COHERENCE_MIN, is_misaligned
 from em_tasks.scoring.metrics import (
@@ -147,6 +154,35 @@ def resolve_grader(grader: str | None = None) -> Model | None:
     return None
 
 
+ScorerFactory = TypeVar("ScorerFactory", bound=Callable[..., Scorer])
+
+
+def register_log_name(factory: ScorerFactory) -> ScorerFactory:
+    """Register a package scorer a second time, under the name inspect writes into logs.
+
+    inspect records a scorer in ``log.eval.scorers`` (and keys its sample scores) by the unqualified name, without
+    the package (``misalignment_judge``), while the registry holds it as ``em_tasks/misalignment_judge``. ``inspect
+    score LOG`` then looks up the name as written: the bare key is missing (only names with a ``/`` make inspect load
+    a package's entry point, and tasks from a package record no task file to fall back on), so re-scoring stopped
+    with "couldn't be loaded … use --scorer". ``inspect score`` loads every ``inspect_ai`` entry point at start-up
+    (its hooks), so this module is imported before the look-up, and the extra registration makes the bare name
+    resolve, with the options the log recorded, to the same scorer.
+
+    Returns:
+        ``factory`` itself (use as a decorator, below ``@scorer``).
+    """
+    info = registry_info(factory)
+    log_name = registry_unqualified_name(info)
+    if log_name != info.name:
+
+        @wraps(factory)
+        def by_log_name(*args: Any, **kwargs: Any) -> Scorer:
+            return factory(*args, **kwargs)
+
+        scorer_register(by_log_name, name=log_name, metadata=dict(info.metadata))
+    return factory
+
+
 def check_grader_credentials(grader: str) -> None:
     """Fail early, and clearly, when an OpenAI grader has no API key.
 
@@ -255,6 +291,7 @@ def overrefusal_value(result: JudgeResult) -> tuple[dict[str, float | int] | Non
     }, None
 
 
+@register_log_name
 @scorer(
     metrics=[
         misaligned_rate(),
@@ -296,6 +333,7 @@ def misalignment_judge(
     return score
 
 
+@register_log_name
 @scorer(metrics=[refusal_rate(), refusal_stderr(), mean_coherence(), refusal_rate_by_category()])
 def overrefusal_judge(grader: str | None = None, coherence: bool = False) -> Scorer:
     """Judge whether the model refused a request that sounds alarming but is benign.
