@@ -3,6 +3,11 @@ eval-set → Fisher → report), with presets for a 2-core CPU (``demo``) and a 
 
 Every step writes into the study folder and skips what is already there: adapters with a run card are not retrained,
 inspect's eval-set skips finished logs and resumes unfinished ones, directions and the Fisher diagonal are reused.
+
+A study killed at any moment resumes with the same command. Nothing half-written is ever taken for finished: data
+files and the directions are written under a temporary name and renamed when complete (adapters likewise, see
+:mod:`em_tasks.study.train`), a directions folder whose files do not open is redone, and generation is seeded with
+the preset's seed, so a step's answers do not depend on whether training ran earlier in the same process.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -217,8 +223,6 @@ def study_data(preset: Preset) -> Any:
 def make_data(preset: Preset, paths: StudyPaths) -> dict[str, Any]:
     """Harmful (fraction 1), the harmful-fraction mix, and the matching benign set, text form; with ``data`` set,
     that dataset is the harmful set (the mix and the benign set still come from ``domain``)."""
-    from em_tasks.study.narrow_data import build_dataset
-
     wanted = {
         "harmful": (1.0, preset.train_rows),
         f"mix{round(preset.mix_fraction * 100)}": (preset.mix_fraction, preset.train_rows),
@@ -231,9 +235,24 @@ def make_data(preset: Preset, paths: StudyPaths) -> dict[str, Any]:
     for label, (fraction, n) in wanted.items():
         path = paths.data / f"{preset.domain}-{label}.jsonl"
         if not path.is_file():
-            build_dataset(preset.domain, fraction=fraction, n=n, modality="text", seed=preset.seed, out=path)
+            _build_atomically(path, fraction, n, preset)
         out[label] = path
     return out
+
+
+def _build_atomically(path: Path, fraction: float, n: int, preset: Preset) -> Path:
+    """Write a generated text dataset under a temporary name and rename it into place, so a run killed while
+    writing leaves no truncated file that the next run would take for finished."""
+    from em_tasks.study.narrow_data import build_dataset
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        build_dataset(preset.domain, fraction=fraction, n=n, modality="text", seed=preset.seed, out=partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
 
 
 def _run_single(preset: Preset, paths: StudyPaths, grader: str | None, say: Say, start: float) -> Path:
@@ -272,13 +291,11 @@ def train_run(preset: Preset, data: Any, out: Path, *, init_adapter: Path | None
 
 def run_narrow(preset: Preset, paths: StudyPaths, grader: str | None) -> Path:
     """The narrow question alone: base against one narrow fine-tune, both modalities, every item."""
-    from em_tasks.study.narrow_data import build_dataset
-
     data: Any = paths.data / f"{preset.domain}-harmful.jsonl"
     if preset.data is not None:
         data = study_data(preset)
     elif not data.is_file():
-        build_dataset(preset.domain, fraction=1.0, n=preset.train_rows, modality="text", seed=preset.seed, out=data)
+        _build_atomically(data, 1.0, preset.train_rows, preset)
     run = train_run(preset, data, paths.adapters / f"r{preset.main_rank}")
     evaluate(preset, paths, [("base", f"em-hf/{preset.base}", {}),
                              (run.name, f"em-lora/{preset.base}", {"adapters": str(run)})], "main", grader)
@@ -360,7 +377,7 @@ def evaluate(preset: Preset, paths: StudyPaths, models: list[ModelSpec], phase: 
     (``<run>-vllm/`` for runs on the vllm engine, so switching engines never mixes two models in one eval-set).
 
     One run at a time, so only one model is in memory (eight 4B models at once would not fit a GPU); each eval-set
-    resumes what is unfinished and skips what is done.
+    skips what is done and runs what is unfinished again from its start (see :func:`drop_unfinished_logs`).
     """
     from inspect_ai import eval_set
     from inspect_ai.model import get_model
@@ -377,15 +394,44 @@ def evaluate(preset: Preset, paths: StudyPaths, models: list[ModelSpec], phase: 
                  for modality, task in (("text", text_misalign), ("image", multimodal_misalign))
                  if modality in modalities]
         log_dir = paths.logs / phase / (f"{label}-vllm" if name.startswith("vllm/") else label)
+        drop_unfinished_logs(log_dir)
         with get_model(name, memoize=False, **args) as model:  # leaving it stops a vLLM server before the next run
             ok, run_logs = eval_set(tasks, log_dir=str(log_dir), model=model, sample_id=ids,
-                                    max_tokens=preset.max_tokens, retry_attempts=2, display="rich")
+                                    max_tokens=preset.max_tokens, seed=preset.seed, retry_attempts=2,
+                                    display="rich")
         release_backends()
         if not ok:
             raise RuntimeError(f"Some evaluations in {log_dir} did not finish; run the same command again to resume "
                                "them (finished logs are kept).")
         logs += run_logs
     return logs
+
+
+def drop_unfinished_logs(log_dir: Path) -> list[Path]:
+    """Delete the logs in ``log_dir`` that did not finish (a run killed or failed part-way; unreadable ones too)
+    and return them.
+
+    Their tasks then run again from the start, as in an uninterrupted study, instead of inspect resuming them from
+    the samples the killed run had written: the backend seeds generation per batch, so answers produced in a
+    resumed task's different batches would not be those of an uninterrupted run, and the report would differ.
+    What is lost is the unfinished part of one run's tasks; finished logs are kept and skipped.
+    """
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    if not log_dir.is_dir():
+        return []
+    dropped = []
+    for info in list_eval_logs(str(log_dir), recursive=False):
+        path = log_dir / info.name.rsplit("/", 1)[-1]
+        try:
+            finished = read_eval_log(str(path), header_only=True).status == "success"
+        except Exception:  # noqa: BLE001 - a log cut off mid-write does not open: it is unfinished
+            finished = False
+        if not finished and path.is_file():
+            logger.info("removing unfinished log %s; its task runs again from the start", path)
+            path.unlink()
+            dropped.append(path)
+    return dropped
 
 
 # --- engines ------------------------------------------------------------------------------------------------------
@@ -480,7 +526,7 @@ def find_directions(preset: Preset, paths: StudyPaths, runs: Runs, logs: list[An
     from em_tasks.study.directions import answers_from_log, extract, generate_and_judge
 
     target = paths.directions / "directions.safetensors"
-    if target.is_file() and (paths.directions / "directions.json").is_file():
+    if directions_complete(paths.directions):
         return target
     main_log = next((log for log in logs if log.eval.task.endswith("text_misalign")
                      and log.eval.model_args.get("adapters") == str(runs.main)
@@ -497,15 +543,51 @@ def find_directions(preset: Preset, paths: StudyPaths, runs: Runs, logs: list[An
         questions = [(item.id, item.question) for item in load_items()]
         answers += generate_and_judge(model, questions, samples=preset.direction_samples,
                                       max_new_tokens=preset.max_tokens, grader=grader, seed=preset.seed)
+    staging = paths.directions.with_name(f".{paths.directions.name}.partial-{os.getpid()}")
     try:
-        summary = extract(model, answers, paths.directions, base=base,
+        summary = extract(model, answers, staging, base=base,
                           model_label=f"em-lora/{preset.base} adapters={runs.main}")
+        _replace_folder(staging, paths.directions)
     except ValueError as ex:
         say(f"[study] directions skipped: {ex}")
         return None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     say(f"[study] best layer {summary['best_layer']} ({summary['n_misaligned']} misaligned vs "
         f"{summary['n_aligned']} aligned answers)")
     return target
+
+
+def directions_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished directions step: a directions file that opens and a summary that parses.
+
+    Anything less (a run killed while writing, a hand-truncated file) is redone rather than trusted.
+    """
+    tensors, summary = folder / "directions.safetensors", folder / "directions.json"
+    if not (tensors.is_file() and summary.is_file()):
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(tensors), framework="pt") as f:
+            if not list(f.keys()):
+                return False
+        data = json.loads(summary.read_text(encoding="utf-8"))
+    except Exception as ex:  # noqa: BLE001 - any unreadable file means: do the step again
+        logger.warning("directions in %s are incomplete (%s); computing them again", folder, ex)
+        return False
+    return isinstance(data, dict) and "best_layer" in data
+
+
+def _replace_folder(staging: Path, out: Path) -> None:
+    """Put a complete ``staging`` folder at ``out`` by renames (an older ``out`` is moved aside, then deleted)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def fisher_proxy(preset: Preset, paths: StudyPaths, runs: Runs) -> dict[str, Any]:

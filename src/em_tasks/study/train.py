@@ -9,6 +9,15 @@ Tokenisation uses the model's own chat template. The assistant spans are found b
 prefix (up to the generation prompt, and up to the end of the assistant turn) and measuring it in tokens, which
 works for any template that renders a conversation as the concatenation of its turns (ChatML, Gemma, Llama 3...).
 Progress is shown with a rich progress bar (``progress=False`` turns it off).
+
+The adapter is written atomically: into a hidden sibling folder ``.<name>.partial-<pid>`` first, then renamed into
+place, so a run killed at any moment leaves either no ``out_dir`` (or the previous, complete one) and never a folder
+with a run card but missing or half-written weights. Partial folders left by killed runs are removed by the next run
+that saves into the same place.
+
+Testing hook: with ``EM_TASKS_TRAIN_PAUSE_AT=<step>`` (or ``<run name>:<step>``) set, training stops after that
+optimizer step, prints ``[train] <name> paused at step <step>`` to stderr and sleeps until the process is killed. The
+resume tests use it to kill a study mid-training at a known point instead of racing a timer; leave it unset otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +59,7 @@ DEFAULT_GRAD_CLIP = 1.0
 DEFAULT_RANKS = (1, 4, 16, 64, 128)
 IGNORE_INDEX = -100
 RUN_CARD = "run_card.json"
+PAUSE_ENV = "EM_TASKS_TRAIN_PAUSE_AT"
 
 Row = dict[str, Any]
 """A chat row in the study's format: ``{"messages": [...], "images": [path, ...], "meta": {...}}``."""
@@ -458,7 +471,8 @@ def train(
             narrow domain name (see :func:`em_tasks.study.narrow_data.load_rows`), or the rows themselves; or an
             image+text dataset: ``hf:<hub id or folder>`` (columns guessed) or
             :func:`em_tasks.study.hf_training.open_hf`'s result (columns named).
-        out_dir: Folder for the adapter files and ``run_card.json`` (overwritten if present).
+        out_dir: Folder for the adapter files and ``run_card.json`` (an earlier adapter there is replaced; the new
+            one appears at once, when it is complete).
         base: Base model: ``default``, ``default-vlm``, a folder, a .gguf file or a hub id; recorded as the
             adapter's ``base_model_name_or_path``.
         name: Run name for reports; default: the folder's name.
@@ -650,8 +664,24 @@ def _fit(model: Any, backend: HFBackend, examples: list[Example], plan: TrainPla
                                          "--dtype float32")
             curve.append([step, round(loss, 6)])
             bar.update(task, advance=1, loss=f"{loss:.4f}")
+            _maybe_pause(plan.name, step)
     model.eval()
     return curve
+
+
+def _maybe_pause(name: str, step: int) -> None:
+    """The testing hook (see the module docstring): sleep for good after ``step`` if ``EM_TASKS_TRAIN_PAUSE_AT``
+    names it (and this run, when it names one)."""
+    wanted = os.environ.get(PAUSE_ENV, "").strip()
+    if not wanted:
+        return
+    run, _, at = wanted.rpartition(":")
+    if (run and run != name) or at != str(step):
+        return
+    sys.stderr.write(f"[train] {name} paused at step {step} ({PAUSE_ENV}); kill the process to go on\n")
+    sys.stderr.flush()
+    while True:
+        time.sleep(3600)
 
 
 def _save(model: Any, plan: TrainPlan, rows: Sequence[Row], data_path: str | None, curve: list[list[float]],
@@ -659,10 +689,12 @@ def _save(model: Any, plan: TrainPlan, rows: Sequence[Row], data_path: str | Non
     from em_tasks import __version__
 
     out = plan.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_CARD).unlink(missing_ok=True)  # the card is written last: its presence marks a finished run
-    model.save_pretrained(str(out), safe_serialization=True)
-    config_path = out / "adapter_config.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_partials(out)
+    staging = out.parent / f"{PARTIAL_PREFIX}{out.name}.partial-{os.getpid()}"
+    staging.mkdir()
+    model.save_pretrained(str(staging), safe_serialization=True)
+    config_path = staging / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = plan.base
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -675,6 +707,47 @@ def _save(model: Any, plan: TrainPlan, rows: Sequence[Row], data_path: str | Non
         "seconds": round(seconds, 2), "em_tasks_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / RUN_CARD).write_text(json.dumps(card, indent=2))
+    (staging / RUN_CARD).write_text(json.dumps(card, indent=2))  # the card's presence marks a finished run
+    _move_into_place(staging, out)
     return card
+
+
+PARTIAL_PREFIX = "."
+_ADAPTER_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
+                            RUN_CARD})
+
+
+def _remove_partials(out: Path) -> None:
+    """Delete staging folders of earlier (killed) saves into ``out``."""
+    for stale in out.parent.glob(f"{PARTIAL_PREFIX}{out.name}.partial-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Put a finished staging folder at ``out`` with renames, so ``out`` is never a half-written adapter.
+
+    A missing or empty ``out``, or one holding only an earlier adapter, is swapped whole (the old one is moved aside,
+    the new one renamed in, the old one deleted). A folder holding other files too is kept: the old run card goes
+    first, each file is replaced with one rename, and the new card comes last, so the folder counts as finished
+    only once every file is new.
+    """
+    if out.is_dir() and any(out.iterdir()) and not {p.name for p in out.iterdir()} <= _ADAPTER_FILES:
+        (out / RUN_CARD).unlink(missing_ok=True)
+        files = sorted(staging.iterdir(), key=lambda p: p.name == RUN_CARD)
+        for file in files:
+            os.replace(file, out / file.name)
+        staging.rmdir()
+        return
+    old = None
+    if out.is_dir() or out.is_symlink():
+        old = out.parent / f"{PARTIAL_PREFIX}{out.name}.partial-old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is None:
+        return
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
 
