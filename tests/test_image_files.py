@@ -138,6 +138,27 @@ def _symlink_out(tmp_path: Path) -> str:
     return "link.png"
 
 
+def _climbs_to_etc_passwd(tmp_path: Path) -> str:
+    return "../" * 40 + "etc/passwd"
+
+
+def _symlinked_folder_out(tmp_path: Path) -> str:
+    _save(tmp_path / "elsewhere" / "x.png", (8, 8), "PNG")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "q" / "photos")
+    return "photos/x.png"
+
+
+def _symlink_loop(tmp_path: Path) -> str:
+    os.symlink(tmp_path / "q" / "b.png", tmp_path / "q" / "a.png")
+    os.symlink(tmp_path / "q" / "a.png", tmp_path / "q" / "b.png")
+    return "a.png"
+
+
+def _folder(tmp_path: Path) -> str:
+    (tmp_path / "q" / "album.png").mkdir()
+    return "album.png"
+
+
 def _corrupt(tmp_path: Path) -> str:
     (tmp_path / "q" / "bad.png").write_bytes(b"this is not a picture at all" * 10)
     return "bad.png"
@@ -170,7 +191,12 @@ def _huge(tmp_path: Path, side: int) -> str:
 BAD_FILES = [
     (_outside, ["leads outside the question file's folder", "relative to the question file"]),
     (_absolute_outside, ["leads outside the question file's folder"]),
-    (_symlink_out, ["leads outside the question file's folder"]),
+    (_symlink_out, ["leads outside the question file's folder", "symbolic link", "copy the image into"]),
+    (_climbs_to_etc_passwd, ["leads outside the question file's folder", "relative to the question file"]),
+    (lambda tmp: "/etc/passwd", ["'/etc/passwd' leads outside the question file's folder", "move the image"]),
+    (_symlinked_folder_out, ["leads outside the question file's folder", "symbolic link", "copy the image into"]),
+    (_symlink_loop, ["cannot be resolved", "symbolic link loop", "replace the link"]),
+    (_folder, ["is a folder", "name the image file"]),
     (lambda tmp: "photos/missing.png", ["not found", "check the path"]),
     (_corrupt, ["cannot be read as an image", "replace it"]),
     (_truncated, ["cannot be read as an image", "replace it"]),
@@ -184,7 +210,8 @@ BAD_FILES = [
 @pytest.mark.parametrize(
     ("make", "expected"),
     BAD_FILES,
-    ids=["climbs-out", "absolute-outside", "symlink-out", "missing", "corrupt", "truncated", "wrong-extension",
+    ids=["climbs-out", "absolute-outside", "symlink-out", "etc-passwd", "absolute-etc-passwd", "symlinked-folder-out",
+         "symlink-loop", "folder", "missing", "corrupt", "truncated", "wrong-extension",
          "wrong-format", "huge-warning-range", "huge-error-range"],
 )
 def test_bad_image_files_fail_the_load_naming_file_item_and_fix(tmp_path: Path, monkeypatch, make, expected) -> None:
@@ -221,3 +248,18 @@ def test_malformed_image_file_entries_are_named(tmp_path: Path, text: str, expec
     with pytest.raises(ValueError, match="item 1 \\(id 'a'\\)") as info:
         load_items(path)
     assert expected in str(info.value)
+
+
+def test_a_nul_character_in_an_image_path_is_refused_with_the_item_named(tmp_path: Path) -> None:
+    _save(tmp_path / "p.png", (8, 8), "PNG")
+    path = _write(tmp_path, 'category: c\nitems:\n  - {id: a, question: what is this, image: {file: "p.png\\0.png"}}\n')
+    with pytest.raises(ValueError, match="item 1 \\(id 'a'\\)") as info:
+        load_items(path)
+    assert "q.yaml" in str(info.value) and "NUL character" in str(info.value)
+
+
+def test_a_symlink_that_stays_inside_the_folder_is_followed(tmp_path: Path) -> None:
+    photo = _save(tmp_path / "photos" / "real.png", (10, 10), "PNG")
+    os.symlink(photo, tmp_path / "alias.png")
+    path = _write(tmp_path, "category: c\nitems:\n  - {id: a, question: what is this, image: {file: alias.png}}\n")
+    assert load_items(path)[0].image.file == photo.resolve()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import warnings
 from collections.abc import Collection
 from pathlib import Path
@@ -33,6 +34,10 @@ class ImageFileError(ValueError):
 def resolve_image_file(folder: Path, file: str) -> Path:
     """Resolve an image path written in a question file, relative to that file's folder.
 
+    The path may not climb out of the folder: ``..`` segments, an absolute path elsewhere and a symbolic link (to a
+    file, or a linked folder on the way) whose target lies outside are all refused, as are paths that cannot be
+    resolved (a NUL character, a symbolic link loop).
+
     Args:
         folder: The question file's folder.
         file: The path as written (relative to `folder`; an absolute path must still lie inside it).
@@ -42,20 +47,36 @@ def resolve_image_file(folder: Path, file: str) -> Path:
 
     Raises:
         ImageFileError: If the path leads outside `folder` (``..``, an absolute path elsewhere, a symlink out),
-            has an unsupported extension, or does not exist.
+            cannot be resolved, has an unsupported extension, is a folder, or does not exist. Each message says
+            what to change; the caller adds the question file and the item.
     """
+    fix = "move the image into that folder (or a subfolder) and give its path relative to the question file"
+    if "\x00" in file:
+        raise ImageFileError(f"image path {file!r} contains a NUL character; write a plain path relative to the "
+                             "question file's folder")
     base = folder.resolve()
-    path = (base / file).resolve()
-    if not path.is_relative_to(base):
+    try:
+        path = (base / file).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
         raise ImageFileError(
-            f"image path {file!r} leads outside the question file's folder {base}; move the image into that "
-            "folder (or a subfolder) and give its path relative to the question file"
-        )
+            f"image path {file!r} cannot be resolved ({exc}); it is probably a symbolic link loop: replace the link "
+            "with the image file itself"
+        ) from exc
+    if not path.is_relative_to(base):
+        written = Path(os.path.normpath(base / file))
+        if written.is_relative_to(base):  # the path as written stays inside: a symbolic link on the way leads out
+            raise ImageFileError(
+                f"image path {file!r} leads outside the question file's folder {base} through a symbolic link (it "
+                f"points to {path}); copy the image into that folder instead of linking to it, or {fix}"
+            )
+        raise ImageFileError(f"image path {file!r} leads outside the question file's folder {base}; {fix}")
     if path.suffix.lower() not in FILE_SUFFIXES:
         raise ImageFileError(
             f"image file {file!r} has extension {path.suffix or '(none)'!r}; use a PNG, JPEG or WebP file "
             f"({', '.join(FILE_SUFFIXES)})"
         )
+    if path.is_dir():
+        raise ImageFileError(f"image file {file!r} is a folder ({path}), not an image; name the image file in it")
     if not path.is_file():
         raise ImageFileError(f"image file {file!r} not found (looked for {path}); check the path, which is relative "
                              "to the question file's folder")
