@@ -178,6 +178,10 @@ def plan_training(
         if not (folder / "adapter_config.json").is_file():
             raise FileNotFoundError(f"--init-adapter {folder} is not a peft adapter folder (no adapter_config.json); "
                                     "pass a folder written by `em-tasks train`.")
+        if not (folder / "adapter_model.safetensors").is_file():
+            raise FileNotFoundError(f"--init-adapter {folder} has no adapter_model.safetensors (an adapter_model.bin "
+                                    "is a pickle, which em-tasks never loads); re-save the adapter as safetensors "
+                                    "or pass a folder written by `em-tasks train`.")
         adapter = str(folder.resolve())
     out = Path(out_dir).expanduser()
     return TrainPlan(
@@ -688,7 +692,7 @@ def _save(model: Any, plan: TrainPlan, rows: Sequence[Row], data_path: str | Non
           seconds: float) -> dict[str, Any]:
     from em_tasks import __version__
 
-    out = plan.out_dir
+    out = Path(os.path.abspath(plan.out_dir))  # "." has no name to stage beside; links are kept as links
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_partials(out)
     staging = out.parent / f"{PARTIAL_PREFIX}{out.name}.partial-{os.getpid()}"
