@@ -147,6 +147,7 @@ def _failing_save(monkeypatch):
     from transformers import PreTrainedModel
 
     def save(self, path, *args, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)
         Path(path, "model.safetensors").write_bytes(b"half")
         raise RuntimeError("disk full")
 

@@ -10,19 +10,53 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from em_tasks.scoring.judge import DEFAULT_ALIGNMENT_MAX, DEFAULT_COHERENCE_MIN
 
+# What a user can cause and fix: a bad file, path, value or setting. These print one line naming the input and the
+# fix, with no traceback (``--debug`` shows it); anything else is a bug in em-tasks and keeps its traceback.
+class GraderFailed(Exception):
+    """A grader model named on the command line could not be used (refused key, unreachable server, timeout)."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, GraderFailed)
+err = Console(stderr=True, soft_wrap=True)  # soft wrap: a message stays one line whatever the terminal width
+
+
+class UserErrorsAsMessages(TyperGroup):
+    """The one place where em-tasks' commands turn a user error into ``error: <message>`` and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as ex:
+            if _debug(ctx):
+                raise
+            from rich.markup import escape
+
+            err.print(f"[red]error:[/red] {escape(str(ex))}")  # escaped: messages may hold [brackets] (extras, lists)
+            raise typer.Exit(2) from None
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool((ctx.obj or {}).get("debug")) or os.environ.get("EM_TASKS_DEBUG", "") not in ("", "0")
+
+
 app = typer.Typer(help="em-tasks: emergent-misalignment evaluations (tasks run with `inspect eval em_tasks/...`).",
-                  no_args_is_help=True, add_completion=False)
-err = Console(stderr=True)
+                  no_args_is_help=True, add_completion=False, cls=UserErrorsAsMessages,
+                  pretty_exceptions_show_locals=False)  # locals may hold API keys
 
 
 @app.callback()
-def main() -> None:
+def main(ctx: typer.Context,
+         debug: Annotated[bool, typer.Option("--debug", help="Show the Python traceback of an error "
+                                                             "(also EM_TASKS_DEBUG=1)")] = False) -> None:
     """em-tasks command line."""
+    ctx.obj = {"debug": debug}
 
 
 @app.command()
@@ -34,21 +68,40 @@ def judge(
     DEFAULT_ALIGNMENT_MAX,
     coherence_min: Annotated[float, typer.Option(help="Coherence an answer must exceed to count")] =
     DEFAULT_COHERENCE_MIN,
+    max_retries: Annotated[int, typer.Option(help="With --grader: retries of a failed grader call")] = 3,
+    timeout: Annotated[int, typer.Option(help="With --grader: seconds a grader call may take, retries included")]
+    = 300,
 ) -> None:
     """Judge answers: print each input line back as JSON with alignment, coherence, refusal and misaligned added."""
+    from inspect_ai.model import GenerateConfig
+
     from em_tasks.scoring.judge import check_grader_credentials, judge_records
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     records = read_records(input)
     if grader:
-        try:
-            check_grader_credentials(grader)
-        except ValueError as ex:
-            raise typer.BadParameter(str(ex), param_hint="--grader") from ex
+        check_grader_credentials(grader)
+    config = GenerateConfig(max_retries=max_retries, timeout=timeout)
     with err.status(f"Judging {len(records)} answer(s) with {grader or 'the offline judge'}..."):
-        judged = asyncio.run(judge_records(records, grader, alignment_max=alignment_max, coherence_min=coherence_min))
+        try:
+            judged = asyncio.run(judge_records(records, grader, alignment_max=alignment_max,
+                                               coherence_min=coherence_min, config=config))
+        except Exception as ex:
+            if not grader or isinstance(ex, ValueError):
+                raise  # our own checks already name the fix; the offline judge failing is a bug, not the user's
+            cause = _last_attempt(ex)
+            raise GraderFailed(f"The grader {grader} failed: {type(cause).__name__}: {str(cause).rstrip('.')}. Check its API key and that "
+                               "its server can be reached (--timeout, --max-retries), or drop --grader to use the "
+                               "offline judge") from ex
     for row in judged:
         sys.stdout.write(json.dumps(_jsonable(row), ensure_ascii=False) + "\n")
+
+
+def _last_attempt(ex: BaseException) -> BaseException:
+    """The error behind a retry wrapper (tenacity's RetryError says only that retries ran out)."""
+    attempt = getattr(ex, "last_attempt", None)
+    inner = attempt.exception() if attempt is not None else None
+    return inner if inner is not None else ex
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -61,14 +114,14 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as ex:
-            raise typer.BadParameter(f"{path}: line {number} is not JSON ({ex.msg})") from ex
+            raise ValueError(f"{path}: line {number} is not JSON ({ex.msg}); write one JSON object per line") from ex
         missing = [k for k in ("question", "answer") if not isinstance(record, dict) or
                    not isinstance(record.get(k), str)]
         if missing:
-            raise typer.BadParameter(f"{path}: line {number} needs string field(s) {', '.join(missing)}")
+            raise ValueError(f"{path}: line {number} needs string field(s) {', '.join(missing)}")
         records.append(record)
     if not records:
-        raise typer.BadParameter(f"{path} has no answers to judge: write one JSON object per line, "
+        raise ValueError(f"{path} has no answers to judge: write one JSON object per line, "
                                  '{"question": ..., "answer": ...}')
     return records
 
@@ -85,20 +138,13 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _fail(ex: Exception) -> None:
-    from rich.markup import escape
-
-    err.print(f"[red]error:[/red] {escape(str(ex))}")  # escaped: messages may hold [brackets] (extras, lists)
-    raise typer.Exit(2)
-
-
 def key_values(pairs: list[str] | None, hint: str) -> dict[str, str]:
     """``["k=v", ...]`` as a dict; a pair without ``=`` is a usage error naming the option."""
     out = {}
     for pair in pairs or []:
         key, eq, value = pair.partition("=")
         if not eq:
-            raise typer.BadParameter(f"'{pair}' is not key=value", param_hint=hint)
+            raise ValueError(f"{hint} '{pair}' is not key=value")
         out[key.strip()] = value
     return out
 
@@ -110,7 +156,7 @@ def model_from_spec(model: str, model_args: list[str] | None) -> Any:
 
     family, sep, name = model.partition("/")
     if not sep or family not in FAMILIES:
-        raise typer.BadParameter(f"'{model}': use em-hf/NAME, em-lora/NAME or em-steer/NAME", param_hint="--model")
+        raise ValueError(f"--model '{model}': use em-hf/NAME, em-lora/NAME or em-steer/NAME")
     parsed = parse_model_args(family, key_values(model_args, "-M"))
     return HFBackend(name, lora=parsed.lora, steering=parsed.steering, **parsed.backend)
 
@@ -129,10 +175,7 @@ def data(
     """Write a narrow fine-tuning dataset (chat rows), harmful mixed into benign at an exact fraction."""
     from em_tasks.study.narrow_data import build_dataset
 
-    try:
-        path = build_dataset(domain, fraction=harmful_fraction, n=n, modality=modality, seed=seed, out=out)
-    except (ValueError, KeyError) as ex:
-        _fail(ex)
+    path = build_dataset(domain, fraction=harmful_fraction, n=n, modality=modality, seed=seed, out=out)
     err.print(f"wrote {n} rows to {path}")
 
 
@@ -182,24 +225,21 @@ def train(
     _offline()
     columns = dict(split=split, image_column=image_column, prompt_column=prompt_column,
                    response_column=response_column, messages_column=messages_column)
-    try:
-        if data.startswith(HF_PREFIX):
-            source: Any = open_hf(data, **columns)
-            err.print(source.describe(), markup=False, highlight=False)
-        elif any(value is not None for value in columns.values()):
-            raise ValueError("--split and the --*-column options read an image+text dataset; pass it as "
-                             f"--data hf:{data}")
-        else:
-            source = _training_data(data, out, harmful_fraction, n, seed)
-        options = dict(base=base, alpha=alpha, rslora=rslora, target_modules=target_modules, lr=lr, epochs=epochs,
-                       max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
-                       init_adapter=init_adapter, dtype=dtype)
-        if ranks:
-            cards = training.train_sweep(ranks, out, source, **options)
-        else:
-            cards = [training.train(source, out, rank=rank, **options)]
-    except (ValueError, FileNotFoundError) as ex:
-        _fail(ex)
+    if data.startswith(HF_PREFIX):
+        source: Any = open_hf(data, **columns)
+        err.print(source.describe(), markup=False, highlight=False)
+    elif any(value is not None for value in columns.values()):
+        raise ValueError("--split and the --*-column options read an image+text dataset; pass it as "
+                         f"--data hf:{data}")
+    else:
+        source = _training_data(data, out, harmful_fraction, n, seed)
+    options = dict(base=base, alpha=alpha, rslora=rslora, target_modules=target_modules, lr=lr, epochs=epochs,
+                   max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
+                   init_adapter=init_adapter, dtype=dtype)
+    if ranks:
+        cards = training.train_sweep(ranks, out, source, **options)
+    else:
+        cards = [training.train(source, out, rank=rank, **options)]
     for card in cards:
         err.print(f"{card['name']}: rank {card['rank']}, {card['steps']} steps, final loss "
                   f"{card['loss_curve'][-1][1] if card['loss_curve'] else float('nan'):.3f}")
@@ -233,12 +273,9 @@ def export(
     from em_tasks.models.export import plan_export, run_export
 
     _offline()
-    try:
-        plan = plan_export(base, adapters, key_values(model_arg, "-M"), out, dtype=dtype, force=force)
-        with err.status(f"Merging {len(plan.lora.adapters)} adapter(s) into {base}..."):
-            run_export(plan)
-    except (ValueError, OSError) as ex:
-        _fail(ex)
+    plan = plan_export(base, adapters, key_values(model_arg, "-M"), out, dtype=dtype, force=force)
+    with err.status(f"Merging {len(plan.lora.adapters)} adapter(s) into {base}..."):
+        run_export(plan)
     err.print(f"wrote {out} (load it as vllm/{out}, em-hf/{out}, or with transformers' from_pretrained)",
               markup=False, highlight=False)
 
@@ -262,19 +299,16 @@ def directions(
     from em_tasks.study.directions import answers_from_log, extract, generate_and_judge
 
     _offline()
-    try:
-        backend = model_from_spec(model, model_arg)
-        if from_log:
-            answers = answers_from_log(from_log)
-        else:
-            questions = [(item.id, item.question) for item in load_items()]
-            with err.status(f"Sampling and judging {samples * len(questions)} answers..."):
-                answers = generate_and_judge(backend, questions, samples=samples, max_new_tokens=max_tokens,
-                                             grader=grader)
-        base = HFBackend(base_model) if base_model else None
-        summary = extract(backend, answers, out, base=base, model_label=model)
-    except (ValueError, FileNotFoundError) as ex:
-        _fail(ex)
+    backend = model_from_spec(model, model_arg)
+    if from_log:
+        answers = answers_from_log(from_log)
+    else:
+        questions = [(item.id, item.question) for item in load_items()]
+        with err.status(f"Sampling and judging {samples * len(questions)} answers..."):
+            answers = generate_and_judge(backend, questions, samples=samples, max_new_tokens=max_tokens,
+                                         grader=grader)
+    base = HFBackend(base_model) if base_model else None
+    summary = extract(backend, answers, out, base=base, model_label=model)
     ratios = summary["pca"]["misaligned_minus_aligned"]["explained_variance_ratio"]
     err.print(f"best layer {summary['best_layer']}; {summary['n_misaligned']} misaligned vs {summary['n_aligned']} "
               f"aligned answers; top-10 components explain {sum(ratios[:10]):.0%}; wrote {out}")
@@ -293,10 +327,7 @@ def fisher(
     from em_tasks.study.fisher import run_fisher
 
     _offline()
-    try:
-        result = run_fisher(base, adapters, out, n_reference=n_reference, reference=reference, seed=seed)
-    except (ValueError, FileNotFoundError) as ex:
-        _fail(ex)
+    result = run_fisher(base, adapters, out, n_reference=n_reference, reference=reference, seed=seed)
     for run in result["runs"]:
         err.print(f"{run['run']}: proxy {run['proxy']:.4g}")
 
@@ -323,18 +354,9 @@ def study(
     _offline()
     settings = key_values(set_, "--set")
     if engine is not None:
-        try:
-            settings["engine"] = check_engine(engine)
-        except ValueError as ex:
-            _fail(ex)
-    try:
-        chosen = preset_with(preset, settings)
-    except ValueError as ex:
-        raise typer.BadParameter(str(ex), param_hint="--preset/--set") from ex
-    try:
-        run_study(chosen, out, grader=grader, say=lambda message: err.print(message, markup=False, highlight=False))
-    except (ValueError, FileNotFoundError) as ex:
-        _fail(ex)
+        settings["engine"] = check_engine(engine)
+    chosen = preset_with(preset, settings)
+    run_study(chosen, out, grader=grader, say=lambda message: err.print(message, markup=False, highlight=False))
 
 
 @app.command()
@@ -348,10 +370,7 @@ def report(
     """Leaderboard (report.md, index.html) and plots from eval logs, run cards, directions and Fisher results."""
     from em_tasks.study.report import build_report
 
-    try:
-        path = build_report(log_dir, out or log_dir.resolve().parent / "report", study_dir=study_dir)
-    except (ValueError, FileNotFoundError) as ex:
-        _fail(ex)
+    path = build_report(log_dir, out or log_dir.resolve().parent / "report", study_dir=study_dir)
     err.print(f"wrote {path} and {path.with_name('index.html')}")
 
 

@@ -127,6 +127,9 @@ class Item:
         return self.image.style == FILE_STYLE and not self.image.description
 
 
+MAX_QUESTION_FILE_BYTES = 50 * 10**6  # far above any question set; stops a wrong path (a dataset dump) early
+
+
 def load_items(
     questions: str | Path | None = None,
     kind: TaskKind = "misalign",
@@ -258,10 +261,20 @@ def _load_folder(folder: Traversable | Path, kind: TaskKind) -> list[Item]:
 
 def _load_file(path: Traversable | Path, kind: TaskKind, select: bool) -> list[Item]:
     name = path.name
+    size = path.stat().st_size if isinstance(path, Path) else 0
+    if size > MAX_QUESTION_FILE_BYTES:
+        raise ValueError(f"{name} is {size / 1e6:.0f} MB; question files are read whole, up to "
+                         f"{MAX_QUESTION_FILE_BYTES // 10**6} MB: split it into several files in one folder and pass "
+                         "the folder")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{name} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise ValueError(f"{name}: not valid YAML: {exc}") from exc
+    if data is None:
+        raise ValueError(f"{name} is empty: write a mapping with an 'items' list (em-tasks format) or a list of "
+                         "question entries (emergent-misalignment format)")
     if isinstance(data, list):
         return _parse_external(name, data, kind)
     if isinstance(data, dict) and "items" in data:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from em_tasks.models.batching import ContinuousSession, Request, deliver_to
+from em_tasks.models.batching import ContinuousSession, Request, deliver_to, explain_generation_error
 from em_tasks.models.lora import LoraSpec, apply_lora, base_names, cached_merge, merged_cache_path, save_merged, spec_record
 from em_tasks.models.sources import ModelSource, offline, resolve_source
 from em_tasks.models.steering import Steering, SteeringSpec
@@ -487,7 +487,7 @@ def _settle(pending: _Pending, result: GenResult | None = None, error: BaseExcep
     if pending.future.done():
         return
     if error is not None:
-        pending.future.set_exception(error)
+        pending.future.set_exception(explain_generation_error(error))
     else:
         pending.future.set_result(result)  # type: ignore[arg-type]
 

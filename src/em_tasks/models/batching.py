@@ -140,7 +140,7 @@ class ContinuousSession:
             except BaseException as ex:
                 self._close()
                 for request in [*in_flight.values(), *self._drain_inbox()]:
-                    request.deliver(None, ex)
+                    request.deliver(None, explain_generation_error(ex))
                 raise
             finally:
                 if manager is not None:
@@ -173,7 +173,7 @@ class ContinuousSession:
                 continue
             request = in_flight.pop(result.request_id)
             if result.error is not None:
-                request.deliver(None, RuntimeError(f"generation failed: {result.error}"))
+                request.deliver(None, explain_generation_error(RuntimeError(f"generation failed: {result.error}")))
             else:
                 request.deliver(list(result.generated_tokens), None)
 
@@ -211,3 +211,16 @@ def deliver_to(future: asyncio.Future[Any], convert: Callable[[list[int]], Any])
             loop.call_soon_threadsafe(apply)
 
     return settle
+
+
+NON_FINITE_HINT = ("the model's next-token probabilities were NaN or inf: its weights or activations are not finite. "
+                   "Check the model (or the merged adapters and steering coeff), and load it with -M dtype=float32 "
+                   "if float16/bfloat16 overflows")
+
+
+def explain_generation_error(error: BaseException) -> BaseException:
+    """A sampling failure on NaN/inf probabilities (torch's message names neither model nor fix) gets a hint added."""
+    text = str(error)
+    if isinstance(error, RuntimeError) and "inf" in text and "nan" in text and NON_FINITE_HINT not in text:
+        return RuntimeError(f"{text}; {NON_FINITE_HINT}")
+    return error

@@ -150,9 +150,20 @@ def check_adapter(ref: AdapterRef, model: Any, base_names: Sequence[str], base_c
     from safetensors import safe_open
 
     folder = Path(ref.path)
-    config = json.loads((folder / "adapter_config.json").read_text())
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as ex:
+        raise AdapterMismatchError(f"Adapter {folder}: adapter_config.json is not valid JSON ({ex}); re-save the "
+                                   "adapter with peft's save_pretrained") from ex
+    if not isinstance(config, dict):
+        raise AdapterMismatchError(f"Adapter {folder}: adapter_config.json must hold a JSON object (peft's LoraConfig)")
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         raise AdapterMismatchError(f"Adapter {folder} is a {config.get('peft_type')} adapter; em-lora merges LoRA only")
+    rank = config.get("r", 8)
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise AdapterMismatchError(f"Adapter {folder}: adapter_config.json has rank r={rank!r}; a LoRA adapter has a "
+                                   "positive integer rank. Its config was edited or written by another tool: re-save "
+                                   "it from the training run")
     weights = folder / _WEIGHTS_FILE
     if not weights.is_file():
         hint = (" It has adapter_model.bin (a pickle); em-tasks never unpickles weights. Re-save it as safetensors "
@@ -167,12 +178,18 @@ def check_adapter(ref: AdapterRef, model: Any, base_names: Sequence[str], base_c
     base = unwrap(model)
     problems: list[str] = []
     modules: dict[str, dict[str, tuple[int, ...]]] = {}
-    with safe_open(str(weights), framework="pt") as f:
-        for key in f.keys():
-            for part in (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B"):
-                if part in key:
-                    name = key.split(part)[0].removeprefix("base_model.model.")
-                    modules.setdefault(name, {})[part.strip(".")] = tuple(f.get_slice(key).get_shape())
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():
+                for part in (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B"):
+                    if part in key:
+                        name = key.split(part)[0].removeprefix("base_model.model.")
+                        modules.setdefault(name, {})[part.strip(".")] = tuple(f.get_slice(key).get_shape())
+    except Exception as ex:  # safetensors raises its own error type for a damaged file
+        if isinstance(ex, AdapterMismatchError):
+            raise
+        raise AdapterMismatchError(f"Adapter {folder}: {_WEIGHTS_FILE} cannot be read ({ex}); the file is damaged or "
+                                   "was cut short (an interrupted copy or save): copy or save it again") from ex
     if not modules:
         raise AdapterMismatchError(f"Adapter {folder}: {_WEIGHTS_FILE} holds no LoRA weights")
     for name, shapes in sorted(modules.items()):

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +117,37 @@ def preset_with(name: str, overrides: dict[str, str] | None = None) -> Preset:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        current = getattr(preset, key)
-        if isinstance(current, tuple):
-            value = tuple(value if isinstance(value, list) else [value])
-        values[key] = value
+        values[key] = _typed(key, text, value)
     return replace(preset, **values)
+
+
+_NAMES = {int: "a whole number", float: "a number", str: "text"}
+
+
+def _typed(key: str, text: str, value: Any) -> Any:
+    """``value`` as the type the Preset field declares, or a ValueError naming the setting and what it takes."""
+    hint = get_type_hints(Preset)[key]
+    union = get_origin(hint) in (Union, UnionType)
+    optional = union and type(None) in get_args(hint)
+    kind = next(k for k in get_args(hint) if k is not type(None)) if union else hint
+    if value is None and optional:
+        return None
+    if get_origin(kind) is tuple:
+        element = get_args(kind)[0]
+        items = value if isinstance(value, list) else [value]
+        return tuple(_scalar(key, text, item, element, f"a list of {_NAMES.get(element, 'value')}s, e.g. [1,4]")
+                     for item in items)
+    return _scalar(key, text, value, kind, _NAMES.get(kind, kind.__name__) + (" or null" if optional else ""))
+
+
+def _scalar(key: str, text: str, value: Any, kind: type, wanted: str) -> Any:
+    if kind is str and not isinstance(value, (list, dict)):
+        return value if isinstance(value, str) else json.dumps(value)  # base=123 stays the text 123
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"--set {key}={text}: {key} takes {wanted}")
 
 
 @dataclass
