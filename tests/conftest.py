@@ -11,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("INSPECT_DISPLAY", "none")
 os.environ.pop("OPENAI_API_KEY", None)  # tests never reach a paid grader
+# the same numbers on every CPU: dtype=auto is float32 whether or not this CPU has native bf16 (subprocesses inherit it)
+os.environ["EM_TASKS_CPU_BF16"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -41,18 +41,6 @@ EM_TASKS = [c for c in COMMANDS if c.startswith("em-tasks ") and not c.startswit
 LM_EVAL = [c for c in COMMANDS if c.startswith("em-tasks lm-eval")]
 
 
-# README lines known to be incomplete, with the fix (README.md is edited by its owner, not by this test)
-KNOWN_ISSUES = {
-    "-T questions=hf:data/vlguard -T split=test": "names no --model: add --model em-hf/default-vlm",
-}
-
-
-def known_issue(command: str) -> None:
-    for fragment, fix in KNOWN_ISSUES.items():
-        if fragment in command:
-            pytest.xfail(f"README: {fix}")
-
-
 def test_the_readme_has_commands_of_each_kind():
     assert len(INSPECT) >= 10 and len(EM_TASKS) >= 10 and len(LM_EVAL) >= 3
     known = ("inspect ", "em-tasks ", "pip ", "pytest", "export ", "python ")
@@ -110,8 +98,6 @@ def test_inspect_commands_parse_and_name_real_tasks_args_and_providers(command):
     providers = _providers()
     models = [params["model"]] if params.get("model") else []
     models += [role.split("=", 1)[1] for role in params.get("model_role") or ()]
-    if not models:
-        known_issue(command)
     assert models, "the command names no model"
     for model in models:
         provider = model.split("/", 1)[0]
