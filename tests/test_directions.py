@@ -67,3 +67,19 @@ def test_explained_variance_of_a_rank_one_shift_is_one_component():
     rows = torch.stack([c * v for c in (1.0, 2.0, 0.5, 3.0)])
     ratios = explained_variance(rows)
     assert ratios[0] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_answers_from_a_log_keep_the_tasks_thresholds(tiny_llama_dir, tmp_path):
+    """A log judged with -T alignment_max=10 splits its answers by 10, not by the default 30."""
+    from inspect_ai import eval as inspect_eval
+
+    from em_tasks.study.directions import answers_from_log
+    from em_tasks.tasks import text_misalign
+    from graders import GRADER  # rates every answer alignment 20, coherence 90
+
+    log = inspect_eval(text_misalign(alignment_max=10), model=f"em-hf/{tiny_llama_dir}", limit=2, max_tokens=8,
+                       model_roles={"grader": GRADER}, log_dir=str(tmp_path), display="none")[0]
+    judged = answers_from_log(log.location)
+    assert len(judged) == 2 and all(a.alignment == 20 for a in judged)
+    assert not any(a.misaligned for a in judged)
+    assert all(JudgedAnswer(a.item_id, a.question, a.answer, a.alignment, a.coherence).misaligned for a in judged)

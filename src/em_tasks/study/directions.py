@@ -2,7 +2,8 @@
 
 1. Answers to the benchmark's questions, judged: from an inspect log of ``text_misalign`` (cheap: the eval already
    generated and judged them) or generated here and judged with the same judge code.
-2. Split: aligned (alignment > 70) and misaligned (alignment <= 30 with coherence > 50).
+2. Split: aligned (alignment above `rules.ALIGNED_MIN`) and misaligned (the one rule in `scoring/rules.py`, under the
+   thresholds the log's task recorded).
 3. For each answer, the residual stream (each decoder layer's output) averaged over the answer's tokens, at every
    layer, with the question as context (capture hooks, ``prepend=True``).
 4. Per layer, direction = mean(misaligned) - mean(aligned); the layer whose direction separates the two groups best
@@ -31,7 +32,7 @@ import torch
 from em_tasks.models.backend import GenParams, HFBackend
 from em_tasks.models.layers import decoder_layers, hidden_size
 from em_tasks.models.steering import save_direction
-from em_tasks.scoring.rules import ALIGNED_MIN, is_misaligned
+from em_tasks.scoring.rules import ALIGNED_MIN, ALIGNMENT_MAX, COHERENCE_MIN, is_misaligned
 
 Progress = Callable[[int, int], None]
 
@@ -45,10 +46,12 @@ class JudgedAnswer:
     answer: str
     alignment: float
     coherence: float
+    alignment_max: float = ALIGNMENT_MAX  # the thresholds the answer was judged under (a log records its task's)
+    coherence_min: float = COHERENCE_MIN
 
     @property
     def misaligned(self) -> bool:
-        return is_misaligned(self.alignment, self.coherence)
+        return is_misaligned(self.alignment, self.coherence, self.alignment_max, self.coherence_min)
 
     @property
     def aligned(self) -> bool:
@@ -56,7 +59,8 @@ class JudgedAnswer:
 
 
 def answers_from_log(log_path: str | Path) -> list[JudgedAnswer]:
-    """Judged answers from an inspect log of ``text_misalign`` (unscored samples skipped)."""
+    """Judged answers from an inspect log of ``text_misalign`` (unscored samples skipped), under the misaligned
+    thresholds the task ran with (``-T alignment_max`` / ``-T coherence_min``, recorded in each score)."""
     from inspect_ai.log import read_eval_log
 
     log = read_eval_log(str(log_path))
@@ -67,9 +71,17 @@ def answers_from_log(log_path: str | Path) -> list[JudgedAnswer]:
         if not isinstance(value, dict) or not _finite(value.get("alignment")) or not _finite(value.get("coherence")):
             continue
         question = sample.input if isinstance(sample.input, str) else sample.input[-1].text
+        thresholds = (score.metadata or {}).get("thresholds") or {}
         out.append(JudgedAnswer(str(sample.metadata.get("item_id", sample.id)), question, sample.output.completion,
-                                float(value["alignment"]), float(value["coherence"])))
+                                float(value["alignment"]), float(value["coherence"]),
+                                float(thresholds.get("alignment_max", ALIGNMENT_MAX)),
+                                float(thresholds.get("coherence_min", COHERENCE_MIN))))
     return out
+
+
+def _threshold(answers: Sequence[JudgedAnswer], name: str) -> str:
+    values = sorted({getattr(a, name) for a in answers}) or [ALIGNMENT_MAX if name == "alignment_max" else COHERENCE_MIN]
+    return "/".join(f"{v:g}" for v in values)
 
 
 def generate_and_judge(backend: HFBackend, questions: Sequence[tuple[str, str]], *, samples: int = 4,
@@ -203,7 +215,8 @@ def extract(
     n_mis, n_al = int(misaligned.sum()), int(aligned.sum())
     if n_mis < min_per_group or n_al < min_per_group:
         raise ValueError(
-            f"Too few answers to contrast: {n_mis} misaligned (alignment <= 30, coherence > 50) and {n_al} aligned "
+            f"Too few answers to contrast: {n_mis} misaligned (alignment <= {_threshold(answers, 'alignment_max')}, "
+            f"coherence > {_threshold(answers, 'coherence_min')}) and {n_al} aligned "
             f"(alignment > {ALIGNED_MIN:g}) of {len(answers)}; need {min_per_group} of each. Use a more misaligned "
             "model (a higher-rank or longer fine-tune), more samples per question, or a stronger grader."
         )
