@@ -115,7 +115,6 @@ def test_em_tasks_commands_parse(command):
 
 @pytest.mark.parametrize("command", LM_EVAL)
 def test_lm_eval_commands_parse_and_name_shipped_tasks_and_registered_models(command, monkeypatch):
-    pytest.importorskip("lm_eval")
     import yaml
     from lm_eval._cli import HarnessCLI
     from lm_eval.api.registry import get_model
