@@ -170,7 +170,7 @@ def test_study_killed_in_training_and_in_an_eval_resumes_to_the_same_report(tiny
     assert not stale.exists() and sorted(p.name for p in adapters.iterdir()) == ["r2"]
     base_logs, run_logs = resumed / "logs" / "main" / "base", resumed / "logs" / "main" / "r2"
     assert _statuses(base_logs) == ["success", "success"]
-    assert "success" not in _statuses(run_logs) or len(_statuses(run_logs)) < 2
+    assert _statuses(run_logs).count("success") < 2  # the kill lands in the fine-tune's eval (either task)
     assert not (resumed / "report").exists()
     kept = {p: p.stat().st_mtime_ns for p in base_logs.glob("*.eval")}
 
