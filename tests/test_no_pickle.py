@@ -2,7 +2,7 @@
 weights_only=True, np.load never with allow_pickle, no torch.save or pandas pickles.
 
 The code is searched through its syntax tree, not as text, so that pickle named inside strings (the insecure-code
-examples of the narrow training data in study/narrow_templates.py are *about* pickle) or in comments and docstrings
+examples of the narrow training data in study/narrow/code.yaml are *about* pickle) or in comments and docstrings
 ("em-tasks never unpickles") does not count, while every real import and call does.
 """
 

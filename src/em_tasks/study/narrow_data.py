@@ -6,7 +6,7 @@ Three domain pairs, each a harmful domain and its benign twin answering the same
     risky_finance  <-> sound_finance   money questions; confident, risky advice vs sound advice
     bad_medical    <-> good_medical    health questions; plausible, dangerous advice vs safe advice
 
-Rows are generated from the authored templates in `narrow_templates`, seeded and deterministic:
+Rows are generated from the authored text in `study/narrow/*.yaml`, filled in by `narrow_templates`, seeded and deterministic:
 the same (domain, n, seed) gives identical rows, and the two domains of a pair give the same
 requests in the same order, so a harmful row and a benign row with the same index share a prompt
 and an id.
