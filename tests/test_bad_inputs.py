@@ -13,11 +13,11 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from inspect_ai.model import GenerateConfig, ModelAPI, ModelOutput, modelapi
+from graders import ScriptedModel
+from inspect_ai.model import modelapi
 from typer.testing import CliRunner
 
 from em_tasks.cli import app
@@ -372,25 +372,19 @@ def test_an_unknown_grader_provider_is_named(tmp_path):
     cli_error(["judge", str(path), "--grader", "nosuchprovider/model"], "nosuchprovider")
 
 
-class _Grader(ModelAPI):
-    def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
-                 config: GenerateConfig = GenerateConfig(), **model_args: Any) -> None:
-        super().__init__(model_name, base_url, api_key, [], config)
-
-
 @modelapi(name="garbage-grader")
-class GarbageGrader(_Grader):
+class GarbageGrader(ScriptedModel):
     """Answers every judge prompt with text that holds no score."""
 
-    async def generate(self, input, tools, tool_choice, config) -> ModelOutput:
-        return ModelOutput.from_content(self.model_name, "banana banana banana")
+    def reply(self, prompt: str) -> str:
+        return "banana banana banana"
 
 
 @modelapi(name="hanging-grader")
-class HangingGrader(_Grader):
+class HangingGrader(ScriptedModel):
     """Never answers."""
 
-    async def generate(self, input, tools, tool_choice, config) -> ModelOutput:
+    async def answer(self, input, config):  # noqa: ANN001, ANN201
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 

@@ -18,15 +18,14 @@ from inspect_ai.model import (
     GenerateConfig,
     Logprob,
     Logprobs,
-    ModelAPI,
     ModelOutput,
     TopLogprob,
     modelapi,
 )
 from inspect_ai.scorer import Scorer
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-from inspect_ai.tool import ToolChoice, ToolInfo
 
+from graders import ScriptedModel
 from em_tasks.scoring import judge
 from em_tasks.scoring.judge import (
     DEFAULT_GRADER,
@@ -46,26 +45,10 @@ CALLS: list[str] = []
 
 
 @modelapi(name="scripted")
-class ScriptedGrader(ModelAPI):
+class ScriptedGrader(ScriptedModel):
     """A grader that answers from SCRIPT by finding the answer marker in the prompt."""
 
-    def __init__(
-        self,
-        model_name: str,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        config: GenerateConfig = GenerateConfig(),
-        **model_args: Any,
-    ) -> None:
-        super().__init__(model_name, base_url, api_key, [], config)
-
-    async def generate(
-        self,
-        input: list[ChatMessage],
-        tools: list[ToolInfo],
-        tool_choice: ToolChoice,
-        config: GenerateConfig,
-    ) -> ModelOutput:
+    async def answer(self, input: list[ChatMessage], config: GenerateConfig) -> ModelOutput:
         prompt = input[-1].text
         CALLS.append(prompt)
         lowered = prompt.lower()

@@ -20,16 +20,15 @@ from inspect_ai.model import (
     ChatMessage,
     ChatMessageAssistant,
     GenerateConfig,
-    ModelAPI,
     ModelOutput,
     modelapi,
 )
-from inspect_ai.tool import ToolChoice, ToolInfo
 
 # lm-eval is in the dev extra: if it is missing, these tests must fail at import, not vanish as skips.
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
+from graders import ScriptedModel
 from em_tasks.lm_eval import main, task_configs_dir, with_task_configs
 from em_tasks.models import lm_eval_api
 from em_tasks.scoring.judge import load_prompt  # noqa: E402
@@ -42,15 +41,10 @@ STDERR_NAMES = {"misaligned_stderr": "misaligned_rate_stderr", "refusal_stderr":
 
 
 @modelapi(name="hashed-grader")
-class HashedGrader(ModelAPI):
+class HashedGrader(ScriptedModel):
     """A grader whose verdict is a fixed function of its prompt: varied, and equal for equal (question, answer)."""
 
-    def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
-                 config: GenerateConfig = GenerateConfig(), **model_args: Any) -> None:
-        super().__init__(model_name, base_url, api_key, [], config)
-
-    async def generate(self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice,
-                       config: GenerateConfig) -> ModelOutput:
+    async def answer(self, input: list[ChatMessage], config: GenerateConfig) -> ModelOutput:
         prompt = input[-1].text
         n = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16)
         if prompt.startswith(_opening("refusal")):

@@ -17,14 +17,13 @@ from inspect_ai.model import (
     ChatMessage,
     ChatMessageAssistant,
     GenerateConfig,
-    ModelAPI,
     ModelOutput,
     modelapi,
 )
 from inspect_ai.scorer import Score
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-from inspect_ai.tool import ToolChoice, ToolInfo
 
+from graders import ScriptedModel
 from em_tasks.models.backend import GenParams, HFBackend
 from em_tasks.models.inspect_api import gen_params
 from em_tasks.scoring.comparative import comparative_judge, parse_comparative
@@ -47,15 +46,10 @@ def _reply(model: str, text: str) -> ModelOutput:
 
 
 @modelapi(name="seed-grader")
-class ScriptedGrader(ModelAPI):
+class ScriptedGrader(ScriptedModel):
     """Grades by the answer's marker: divergence with quoted evidence, or a bare alignment / coherence number."""
 
-    def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
-                 config: GenerateConfig = GenerateConfig(), **model_args: Any) -> None:
-        super().__init__(model_name, base_url, api_key, [], config)
-
-    async def generate(self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice,
-                       config: GenerateConfig) -> ModelOutput:
+    async def answer(self, input: list[ChatMessage], config: GenerateConfig) -> ModelOutput:
         prompt = input[-1].text
         CALLS["grader"].append(prompt)
         match = _ANSWER.search(prompt)
@@ -70,15 +64,10 @@ class ScriptedGrader(ModelAPI):
 
 
 @modelapi(name="seed-base")
-class ScriptedBase(ModelAPI):
+class ScriptedBase(ScriptedModel):
     """The base model: a fixed, harmless answer naming the question; records the decoding it was asked for."""
 
-    def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
-                 config: GenerateConfig = GenerateConfig(), **model_args: Any) -> None:
-        super().__init__(model_name, base_url, api_key, [], config)
-
-    async def generate(self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice,
-                       config: GenerateConfig) -> ModelOutput:
+    async def answer(self, input: list[ChatMessage], config: GenerateConfig) -> ModelOutput:
         CALLS["base"].append(config)
         CALLS["base_input"].append(input)
         await asyncio.sleep(0.2)  # slow enough for a sample's epochs to ask at the same time

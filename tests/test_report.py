@@ -21,7 +21,6 @@ from inspect_ai.model import (
     ChatCompletionChoice,
     ChatMessageAssistant,
     GenerateConfig,
-    ModelAPI,
     ModelOutput,
     get_model,
     modelapi,
@@ -29,6 +28,7 @@ from inspect_ai.model import (
 from inspect_ai.scorer import Score
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
+from graders import ScriptedModel
 from em_tasks.study.report import (
     PLOT_FILES,
     ReportError,
@@ -47,14 +47,10 @@ ANSWERS = ITEMS * EPOCHS
 
 
 @modelapi(name="report-grader")
-class ReportGrader(ModelAPI):
+class ReportGrader(ScriptedModel):
     """Rates every answer aligned (90), coherent (90) and not a refusal; the tests rewrite scores per run."""
 
-    def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
-                 config: GenerateConfig = GenerateConfig(), **model_args: Any) -> None:
-        super().__init__(model_name, base_url, api_key, [], config)
-
-    async def generate(self, input, tools, tool_choice, config) -> ModelOutput:  # noqa: ANN001
+    async def answer(self, input: list[ChatMessage], config: GenerateConfig) -> ModelOutput:
         prompt = input[-1].text.lower()
         reply = "90" if "alignment" in prompt or "coherence" in prompt else "NO"
         return ModelOutput(model=self.model_name, choices=[

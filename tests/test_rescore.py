@@ -23,11 +23,10 @@ from inspect_ai.model import (
     ChatMessage,
     ChatMessageAssistant,
     GenerateConfig,
-    ModelAPI,
     ModelOutput,
     modelapi,
 )
-from inspect_ai.tool import ToolChoice, ToolInfo
+from graders import ScriptedModel
 
 GRADER = "counting-grader/judge"
 CALLS_ENV = "EM_TASKS_GRADER_CALLS"
@@ -36,15 +35,10 @@ TESTS = Path(__file__).parent
 
 
 @modelapi(name="counting-grader")
-class CountingGrader(ModelAPI):
+class CountingGrader(ScriptedModel):
     """Alignment 20, coherence 90, refusal NO, divergence 70; logs each call; optionally interrupts its process."""
 
-    def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
-                 config: GenerateConfig = GenerateConfig(), **model_args: Any) -> None:
-        super().__init__(model_name, base_url, api_key, [], config)
-
-    async def generate(self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice,
-                       config: GenerateConfig) -> ModelOutput:
+    async def answer(self, input: list[ChatMessage], config: GenerateConfig) -> ModelOutput:
         prompt = input[-1].text
         path = Path(os.environ[CALLS_ENV])
         with path.open("a", encoding="utf-8") as out:

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from inspect_ai.model import ChatCompletionChoice, ChatMessageAssistant, ModelAPI, ModelOutput, modelapi
+from inspect_ai.model import ModelOutput, modelapi
+from graders import ScriptedModel, parity_reply, reply_output
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -36,17 +37,12 @@ _CALLS: list[int] = []
 
 
 @modelapi(name="pausing-grader")
-class PausingGrader(ModelAPI):
+class PausingGrader(ScriptedModel):
     """tests/graders.py's parity grader (alignment 10 for prompts of even length, else 90; coherence 90; no
     refusals), which also counts its calls into the file named by EM_TASKS_TEST_GRADER_COUNT and, at the call
     numbered by EM_TASKS_TEST_GRADER_PAUSE, says so on stderr and stops for good: the test kills a study there."""
 
-    def __init__(self, model_name, base_url=None, api_key=None, config=None, **model_args):  # type: ignore[no-untyped-def]
-        from inspect_ai.model import GenerateConfig
-
-        super().__init__(model_name, base_url, api_key, [], config or GenerateConfig())
-
-    async def generate(self, input, tools, tool_choice, config):  # type: ignore[no-untyped-def]
+    async def answer(self, input: list[ChatMessage], config: GenerateConfig) -> ModelOutput:
         _CALLS.append(1)
         if os.environ.get(COUNT_ENV):
             with open(os.environ[COUNT_ENV], "a") as f:
@@ -56,15 +52,7 @@ class PausingGrader(ModelAPI):
             sys.stderr.flush()
             while True:
                 time.sleep(3600)
-        prompt = input[-1].text
-        if "coherence" in prompt.lower():
-            reply = "90"
-        elif "alignment" in prompt.lower():
-            reply = "10" if len(prompt) % 2 == 0 else "90"
-        else:
-            reply = "NO"
-        return ModelOutput(model=self.model_name, choices=[
-            ChatCompletionChoice(message=ChatMessageAssistant(content=reply), stop_reason="stop")])
+        return reply_output(self.model_name, parity_reply(input[-1].text))
 
 
 def _command(base: Path, out: Path) -> list[str]:
