@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -28,10 +28,12 @@ from em_tasks.models.sources import ModelSource, cache_dir
 
 logger = logging.getLogger(__name__)
 
-MERGE_METHODS = (
+MergeMethod = Literal[
     "cat", "linear", "svd", "ties", "ties_svd", "dare_ties", "dare_linear", "dare_ties_svd", "dare_linear_svd",
     "magnitude_prune", "magnitude_prune_svd",
-)
+]
+"""peft ``add_weighted_adapter`` combination types; ``cat`` is exact (Σ w_i·Δθ_i) across ranks."""
+MERGE_METHODS: tuple[str, ...] = get_args(MergeMethod)
 _NEEDS_DENSITY = tuple(m for m in MERGE_METHODS if m.startswith(("ties", "dare", "magnitude")))
 _WEIGHTS_FILE = "adapter_model.safetensors"
 _MERGE_RECORD = "em_merge.json"
@@ -68,7 +70,7 @@ class LoraSpec:
     """
 
     adapters: tuple[AdapterRef, ...]
-    merge: str = "cat"
+    merge: MergeMethod = "cat"
     alpha: float = 1.0
     density: float | None = None
     target: str | None = None

@@ -19,15 +19,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from em_tasks.models.layers import decoder_layers, hidden_size
 
-MODES = ("add", "ablate", "clamp")
-POSITIONS = ("all", "generated")
+Mode = Literal["add", "ablate", "clamp"]
+"""add: h + coeff·v; ablate: remove h's component along v; clamp: set that component to coeff (lm-eval's clamp)."""
+Positions = Literal["all", "generated"]
+"""all: every token position; generated: only positions after the prompt (the prompt's own states stay untouched)."""
+MODES: tuple[str, ...] = get_args(Mode)
+POSITIONS: tuple[str, ...] = get_args(Positions)
 
 __all__ = ["SteeringSpec", "Steering", "steer", "load_direction", "save_direction", "parse_layers", "decoder_layers"]
 
@@ -47,8 +51,8 @@ class SteeringSpec:
     direction: str
     layers: str | int | tuple[int, ...] | list[int] | None = None  # a list is stored as a tuple
     coeff: float | None = None
-    mode: str | None = None
-    positions: str = "all"
+    mode: Mode | None = None
+    positions: Positions = "all"
     base_check: bool = True
 
     def __post_init__(self) -> None:
@@ -71,18 +75,19 @@ class LayerEdit:
     """One layer's steering: a vector and what to do with it."""
 
     vector: torch.Tensor
-    mode: str
+    mode: Mode
     coeff: float
     bias: torch.Tensor | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Direction:
-    """Loaded direction vectors by layer (``-1``: one vector for any layer) plus per-layer file settings."""
+    """Loaded direction vectors by layer (``-1``: one vector for any layer), the file's metadata, and per-layer
+    (action, coefficient, bias) settings from an lm-eval ``.pt`` file."""
 
-    vectors: dict[int, torch.Tensor]
-    metadata: dict[str, str] = field(default_factory=dict)
-    settings: dict[int, tuple[str, float, torch.Tensor | None]] = field(default_factory=dict)  # lm-eval .pt
+    vectors: Mapping[int, torch.Tensor]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[int, tuple[str, float, torch.Tensor | None]] = field(default_factory=dict)
 
     def vector(self, layer: int) -> torch.Tensor:
         if layer in self.vectors:
