@@ -279,7 +279,8 @@ def _staged(tmp_path: Path, name: str, marker: str) -> Path:
 
 
 def test_adapter_staging_replaces_an_old_adapter_whole(tmp_path: Path) -> None:
-    from em_tasks.study.train import _move_into_place, _remove_partials
+    from em_tasks.atomic import remove_staged
+    from em_tasks.study.train import _move_into_place
 
     out = tmp_path / "r2"
     _move_into_place(_staged(tmp_path, ".r2.partial-1", "old"), out)
@@ -294,7 +295,7 @@ def test_adapter_staging_replaces_an_old_adapter_whole(tmp_path: Path) -> None:
     # leftovers of killed saves into r2 go; other folders stay
     _staged(tmp_path, ".r2.partial-4", "dead")
     _staged(tmp_path, ".r20.partial-4", "other run")
-    _remove_partials(out)
+    remove_staged(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".r20.partial-4", "r2"]
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_once", "cache_lock", "is_complete"]
+__all__ = ["build_once", "cache_lock", "is_complete", "staging_for", "remove_staged", "replace_folder"]
 
 WAIT_LOG_SECONDS = 60.0
 
@@ -118,3 +118,34 @@ def _remove_stale_staging(out: Path) -> None:
         if path.is_dir():
             logger.info("Removing %s, left by an interrupted build", path)
             shutil.rmtree(path, ignore_errors=True)
+
+
+# --- outputs a run replaces (adapters, directions): staged beside, renamed in ------------------------------------
+
+
+def staging_for(out: Path) -> Path:
+    """A fresh hidden sibling of ``out`` to write into (``.<name>.partial-<pid>``) before :func:`replace_folder`."""
+    return out.parent / f".{out.name}.partial-{os.getpid()}"
+
+
+def remove_staged(out: Path) -> None:
+    """Delete staging folders that earlier (killed) writes into ``out`` left beside it."""
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Put a complete ``staging`` folder at ``out`` by renames: an older ``out`` (folder or link) is moved aside, the
+    new one renamed in, the old one deleted; ``out`` is never half-written."""
+    old = None
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is None:
+        return
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from em_tasks.atomic import replace_folder, staging_for
+
 logger = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
@@ -570,11 +572,11 @@ def find_directions(preset: Preset, paths: StudyPaths, runs: Runs, logs: list[An
         questions = [(item.id, item.question) for item in load_items()]
         answers += generate_and_judge(model, questions, samples=preset.direction_samples,
                                       max_new_tokens=preset.max_tokens, grader=grader, seed=preset.seed)
-    staging = paths.directions.with_name(f".{paths.directions.name}.partial-{os.getpid()}")
+    staging = staging_for(paths.directions)
     try:
         summary = extract(model, answers, staging, base=base,
                           model_label=f"em-lora/{preset.base} adapters={runs.main}")
-        _replace_folder(staging, paths.directions)
+        replace_folder(staging, paths.directions)
     except ValueError as ex:
         say(f"[study] directions skipped: {ex}")
         return None
@@ -604,17 +606,6 @@ def directions_complete(folder: Path) -> bool:
         logger.warning("directions in %s are incomplete (%s); computing them again", folder, ex)
         return False
     return isinstance(data, dict) and "best_layer" in data
-
-
-def _replace_folder(staging: Path, out: Path) -> None:
-    """Put a complete ``staging`` folder at ``out`` by renames (an older ``out`` is moved aside, then deleted)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def fisher_proxy(preset: Preset, paths: StudyPaths, runs: Runs) -> dict[str, Any]:

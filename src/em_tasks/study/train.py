@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from em_tasks.atomic import remove_staged, replace_folder, staging_for
 from em_tasks.models.backend import HFBackend, ImageInputError, load_image
 
 if TYPE_CHECKING:
@@ -694,8 +694,8 @@ def _save(model: Any, plan: TrainPlan, rows: Sequence[Row], data_path: str | Non
 
     out = Path(os.path.abspath(plan.out_dir))  # "." has no name to stage beside; links are kept as links
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_partials(out)
-    staging = out.parent / f"{PARTIAL_PREFIX}{out.name}.partial-{os.getpid()}"
+    remove_staged(out)
+    staging = staging_for(out)
     staging.mkdir()
     model.save_pretrained(str(staging), safe_serialization=True)
     config_path = staging / "adapter_config.json"
@@ -716,23 +716,15 @@ def _save(model: Any, plan: TrainPlan, rows: Sequence[Row], data_path: str | Non
     return card
 
 
-PARTIAL_PREFIX = "."
 _ADAPTER_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
                             RUN_CARD})
-
-
-def _remove_partials(out: Path) -> None:
-    """Delete staging folders of earlier (killed) saves into ``out``."""
-    for stale in out.parent.glob(f"{PARTIAL_PREFIX}{out.name}.partial-*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
     """Put a finished staging folder at ``out`` with renames, so ``out`` is never a half-written adapter.
 
-    A missing or empty ``out``, or one holding only an earlier adapter, is swapped whole (the old one is moved aside,
-    the new one renamed in, the old one deleted). A folder holding other files too is kept: the old run card goes
+    A missing or empty ``out``, or one holding only an earlier adapter, is swapped whole
+    (:func:`em_tasks.atomic.replace_folder`). A folder holding other files too is kept: the old run card goes
     first, each file is replaced with one rename, and the new card comes last, so the folder counts as finished
     only once every file is new.
     """
@@ -743,15 +735,5 @@ def _move_into_place(staging: Path, out: Path) -> None:
             os.replace(file, out / file.name)
         staging.rmdir()
         return
-    old = None
-    if out.is_dir() or out.is_symlink():
-        old = out.parent / f"{PARTIAL_PREFIX}{out.name}.partial-old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is None:
-        return
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink()
+    replace_folder(staging, out)
 
