@@ -11,9 +11,8 @@ from safetensors.torch import load_file
 
 from em_tasks.models.backend import HFBackend, ImageInputError
 from em_tasks.study import train as train_mod
+from em_tasks.study.chat_encoding import IGNORE_INDEX, encode_row
 from em_tasks.study.train import (
-    IGNORE_INDEX,
-    encode_row,
     parse_ranks,
     resolve_alpha,
     train,

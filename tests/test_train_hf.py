@@ -20,7 +20,8 @@ from em_tasks.study import hf_training as hft
 from em_tasks.study import narrow_data as nd
 from em_tasks.study.hf_training import HFColumns, hf_rows, open_hf
 from em_tasks.study.pipeline import StudyPaths, make_data, preset_with, run_study, train_run
-from em_tasks.study.train import IGNORE_INDEX, encode_row, train
+from em_tasks.study.chat_encoding import IGNORE_INDEX, encode_row
+from em_tasks.study.train import train
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "2000", "NO_COLOR": "1"}  # one error message on one line (see test_cli.py)

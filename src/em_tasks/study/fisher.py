@@ -28,18 +28,13 @@ from torch import nn
 from em_tasks.models.backend import HFBackend
 from em_tasks.models.lora import same_base
 from em_tasks.study.safety_reference import DEFAULT_N_REFERENCE, REFERENCE_NAME, safety_reference_rows
+from em_tasks.study.chat_encoding import DEFAULT_MAX_LENGTH, Example, Row, collate, encode_rows, token_loss_sum
 from em_tasks.study.train import (
-    DEFAULT_MAX_LENGTH,
     DEFAULT_TARGET_MODULES,
     RUN_CARD,
-    Example,
-    Row,
-    collate,
-    encode_rows,
     load_training_rows,
     parse_target_modules,
     peft_target,
-    token_loss_sum,
 )
 
 logger = logging.getLogger(__name__)
