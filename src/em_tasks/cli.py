@@ -17,12 +17,12 @@ from typer.core import TyperGroup
 
 from em_tasks.scoring.judge import DEFAULT_ALIGNMENT_MAX, DEFAULT_COHERENCE_MIN
 
-# What a user can cause and fix: a bad file, path, value or setting. These print one line naming the input and the
-# fix, with no traceback (``--debug`` shows it); anything else is a bug in em-tasks and keeps its traceback.
 class GraderFailed(Exception):
     """A grader model named on the command line could not be used (refused key, unreachable server, timeout)."""
 
 
+# What a user can cause and fix: a bad file, path, value or setting. These print one line naming the input and the
+# fix, with no traceback (``--debug`` shows it); anything else is a bug in em-tasks and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, GraderFailed)
 err = Console(stderr=True, soft_wrap=True)  # soft wrap: a message stays one line whatever the terminal width
 
@@ -90,9 +90,9 @@ def judge(
             if not grader or isinstance(ex, ValueError):
                 raise  # our own checks already name the fix; the offline judge failing is a bug, not the user's
             cause = _last_attempt(ex)
-            raise GraderFailed(f"The grader {grader} failed: {type(cause).__name__}: {str(cause).rstrip('.')}. Check its API key and that "
-                               "its server can be reached (--timeout, --max-retries), or drop --grader to use the "
-                               "offline judge") from ex
+            reason = f"{type(cause).__name__}: {str(cause).rstrip('.')}"
+            raise GraderFailed(f"The grader {grader} failed: {reason}. Check its API key and that its server can be "
+                               "reached (--timeout, --max-retries), or drop --grader to use the offline judge") from ex
     for row in judged:
         sys.stdout.write(json.dumps(_jsonable(row), ensure_ascii=False) + "\n")
 

@@ -80,7 +80,8 @@ def answers_from_log(log_path: str | Path) -> list[JudgedAnswer]:
 
 
 def _threshold(answers: Sequence[JudgedAnswer], name: str) -> str:
-    values = sorted({getattr(a, name) for a in answers}) or [ALIGNMENT_MAX if name == "alignment_max" else COHERENCE_MIN]
+    default = ALIGNMENT_MAX if name == "alignment_max" else COHERENCE_MIN
+    values = sorted({getattr(a, name) for a in answers}) or [default]
     return "/".join(f"{v:g}" for v in values)
 
 
