@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from inspect_ai import eval as inspect_eval
 from inspect_ai.model import (
@@ -198,19 +199,54 @@ def test_chat_turns_from_lm_eval_keep_their_roles(tiny_llama_dir):
     turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Any wish?"}]
     greedy = {"temperature": 0, "max_gen_toks": 6, "until": []}
     [via_lm_eval] = lm.generate_until([request("generate_until", lm.apply_chat_template(turns), greedy)])
-    [direct] = lm.backend.generate_batch([turns], lm_eval_api.gen_params(greedy))
+    [direct] = lm.em_backend.generate_batch([turns], lm_eval_api.gen_params(greedy))
     assert via_lm_eval == direct.text
 
 
-def test_loglikelihood_renders_chat_contexts(tiny_llama_dir):
-    lm = make_lm("em-hf", tiny_llama_dir)
+def direct_loglikelihood(lm: lm_eval_api.EmHFLM, prompt: str, continuation: str) -> float:
+    """The continuation's summed log-probability from one plain forward pass (steering hooks on, if any)."""
+    tokenizer, model = lm.em_backend.tokenizer, lm.em_backend.model
+    context = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(prompt + continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad(), lm.em_backend.steering_active():
+        logprobs = model(torch.tensor([whole])).logits[0].float().log_softmax(-1)
+    return sum(float(logprobs[len(context) - 1 + k, token]) for k, token in enumerate(whole[len(context):]))
+
+
+@pytest.mark.parametrize("model", ["llama", "vlm", "steered-llama"])
+def test_loglikelihood_equals_a_direct_computation(model, tiny_llama_dir, tiny_vlm_dir):
+    lm = (make_lm("em-hf", tiny_vlm_dir) if model == "vlm" else make_lm("em-hf", tiny_llama_dir) if model == "llama"
+          else make_lm("em-steer", tiny_llama_dir, direction="random:0", layers=0, coeff=8.0))
     turns = [{"role": "user", "content": "Any wish?"}]
-    raw, chat = lm.loglikelihood([request("loglikelihood", "Any wish?", " peace"),
-                                  request("loglikelihood", lm.apply_chat_template(turns), "peace")])
-    prompt = lm.backend.render(turns)[0]
-    assert chat == pytest.approx(lm.backend.loglikelihood([(prompt, "peace")])[0])
-    assert raw == pytest.approx(lm.backend.loglikelihood([("Any wish?", " peace")])[0])
-    assert raw[0] < 0
+    raw, spaced, chat = lm.loglikelihood([request("loglikelihood", "Any wish?", " peace"),
+                                          request("loglikelihood", "Any wish? ", "peace"),
+                                          request("loglikelihood", lm.apply_chat_template(turns), "peace")])
+    assert raw[0] == pytest.approx(direct_loglikelihood(lm, "Any wish?", " peace"), abs=1e-4)
+    assert spaced == raw  # trailing spaces of the context move to the continuation, as lm-eval does
+    # a chat context is scored from the end of its rendered prompt, generation prompt included
+    assert chat[0] == pytest.approx(direct_loglikelihood(lm, lm.em_backend.render(turns)[0], "peace"), abs=1e-4)
+    assert raw[0] < 0 and chat[0] < 0
+
+
+def test_steering_applies_to_loglikelihood(tiny_llama_dir):
+    plain = make_lm("em-hf", tiny_llama_dir)
+    steered = make_lm("em-steer", tiny_llama_dir, direction="random:0", layers=0, coeff=8.0)
+    sea = [request("loglikelihood", "The sea is", " blue")]
+    assert steered.loglikelihood(sea)[0][0] != pytest.approx(plain.loglikelihood(sea)[0][0])
+
+
+def test_loglikelihood_rolling_is_lm_evals(tiny_llama_dir):
+    lm = make_lm("em-hf", tiny_llama_dir)
+    text = "If you could have one wish, what would it be?"
+    [rolling] = lm.loglikelihood_rolling([request("loglikelihood_rolling", text)])
+    [(whole, _)] = lm.loglikelihood([request("loglikelihood", "", text)])  # the text after the BOS token
+    assert rolling == pytest.approx(whole, abs=1e-4)
+
+
+def test_loglikelihood_with_images_is_refused(tiny_vlm_dir):
+    lm = make_lm("em-hf", tiny_vlm_dir)
+    with pytest.raises(NotImplementedError, match="text only"):
+        lm.loglikelihood([request("loglikelihood", "<image>Look.", " peace", {"visual": [object()]})])
 
 
 @pytest.mark.parametrize(

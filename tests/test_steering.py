@@ -111,12 +111,6 @@ def test_backend_steering_is_active_only_while_generating(tiny_llama_dir, llama)
     assert steered.info()["steering"]["layers"] == [0, 1]
 
 
-def test_steering_applies_to_loglikelihood(tiny_llama_dir, llama):
-    steered = HFBackend(str(tiny_llama_dir), dtype="float32", steering=SteeringSpec("random:0", layers=0, coeff=8.0))
-    request = [("The sea is", " blue")]
-    assert steered.loglikelihood(request)[0][0] != pytest.approx(llama.loglikelihood(request)[0][0])
-
-
 def test_vlm_layers_are_the_language_models(vlm):
     assert decoder_layers_path(vlm.model) == "model.language_model.layers"
     before = logits(vlm)

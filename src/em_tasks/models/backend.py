@@ -144,7 +144,7 @@ class HFBackend:
         continuous: Run concurrent text prompts as one continuous batch (transformers' manager); False: static
             batches for everything.
         lora: LoRA adapters merged into the weights at load (em-lora); a cached merge loads without merging.
-        steering: Steering hooks active during generation and scoring (em-steer).
+        steering: Steering hooks, active during generation and within :meth:`steering_active` (em-steer).
     """
 
     def __init__(
@@ -316,52 +316,6 @@ class HFBackend:
             stack.enter_context(torch.inference_mode())
             stack.enter_context(self.steering_active())
             yield
-
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-        """Score raw-text continuations: for each (context, continuation), the summed log-probability of the
-        continuation's tokens and whether greedy decoding would produce exactly them (steering applies)."""
-        pairs = [self._encode_pair(context, continuation) for context, continuation in requests]
-        limit = int(getattr(self.model.config.get_text_config(), "max_position_embeddings", 0) or 0) or None
-        results: list[tuple[float, bool]] = []
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start:start + self.batch_size]
-            rows = []
-            for ctx, cont in chunk:
-                ids = (ctx + cont)[:-1]
-                if limit and len(ids) > limit:
-                    ids = ids[-limit:]
-                rows.append(ids)
-            width = max(len(r) for r in rows)
-            pad = self.tokenizer.pad_token_id or 0
-            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
-            with self._held():
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            for i, (row, (_, cont)) in enumerate(zip(rows, chunk, strict=True)):
-                n = len(cont)
-                window = logprobs[i, len(row) - n:len(row)]
-                target = torch.tensor(cont, device=window.device)
-                total = float(window.gather(-1, target.unsqueeze(-1)).sum())
-                greedy = bool((window.argmax(-1) == target).all())
-                results.append((total, greedy))
-        return results
-
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Token ids of context and continuation, split where the context ends in their joint encoding (trailing
-        spaces of the context move to the continuation, as lm-eval does)."""
-        spaces = len(context) - len(context.rstrip(" "))
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        if not continuation:
-            raise ValueError("loglikelihood needs a non-empty continuation")
-        whole = self.tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-        ctx = self.tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
-        cont = whole[len(ctx):]
-        if not ctx:  # nothing to condition on: start from the BOS (or EOS) token
-            start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
-            ctx = [start]
-        return ctx, cont
 
     async def generate(self, messages: list[Message], params: GenParams) -> GenResult:
         """Generate one completion. Concurrent text prompts share a continuous batch (see :meth:`continuous_ok`);

@@ -8,10 +8,12 @@ hub id); the other model args mean what they mean for the inspect providers (see
 except the batch size, which is lm-eval's own ``--batch_size`` (``auto`` = 16). Write a list value in brackets or
 quotes, since lm-eval splits model args at commas: ``adapters=[a:0.5,b:0.5]``, ``layers=[10,12]``.
 
-Prompts always go through the model's chat template, images included: a plain prompt is one user turn, and with
-``--apply_chat_template`` the turns lm-eval builds (system, few-shot) are kept as turns. An ``<image>`` in a prompt
-marks where the request's next image goes; images without a placeholder come before the text. Importing this
-module registers the models with lm-eval; ``em-tasks lm-eval`` does that before it hands over to lm-eval's CLI.
+Generation prompts always go through the model's chat template, images included: a plain prompt is one user turn,
+and with ``--apply_chat_template`` the turns lm-eval builds (system, few-shot) are kept as turns. An ``<image>`` in a
+prompt marks where the request's next image goes; images without a placeholder come before the text. Scoring
+(``loglikelihood``, ``loglikelihood_rolling``) is lm-eval's own HFLM on the text as given, over the same weights and
+hooks. Importing this module registers the models with lm-eval; ``em-tasks lm-eval`` does that before it hands over
+to lm-eval's CLI.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from em_tasks.models.backend import (
@@ -47,8 +50,12 @@ _CHAT_KEY = "em_chat"  # marks a context made by apply_chat_template: JSON of th
 
 
 @register_model("em-hf")
-class EmHFLM(LM):
-    """``--model em-hf``: lm-eval model over an :class:`HFBackend`: generate_until (text and images) and loglikelihood (text).
+class EmHFLM(HFLM):
+    """``--model em-hf``: lm-eval's :class:`HFLM` over an :class:`HFBackend`'s loaded model.
+
+    Scoring (``loglikelihood``, ``loglikelihood_rolling``) is HFLM's own, with the backend's steering hooks active
+    around every forward pass (as in lm-eval's ``hf_steered.py``); ``generate_until`` goes through the backend, so
+    chat templates and images are handled as for the inspect providers.
 
     Args:
         pretrained: Model name, as after ``em-hf/`` in inspect.
@@ -69,16 +76,28 @@ class EmHFLM(LM):
         device: str | None = None,
         **model_args: Any,
     ) -> None:
-        super().__init__()
         args = parse_model_args(self.family, {k: _list_arg(v) for k, v in model_args.items()})
         backend_args = {**args.backend, "batch_size": _batch_size(batch_size, max_batch_size)}
         if device is not None and (torch.cuda.is_available() or not str(device).startswith("cuda")):
             backend_args["device"] = device  # lm-eval's default is cuda:0 even where there is none
-        self.backend: HFBackend = get_backend(str(pretrained), lora=args.lora, steering=args.steering, **backend_args)
-        self.batch_size = self.backend.batch_size
-        note = self.backend.info().get("note")
+        # HFLM names its model type ``self.backend`` ("causal"), so the shared backend goes by another name
+        self.em_backend: HFBackend = get_backend(str(pretrained), lora=args.lora, steering=args.steering,
+                                                 **backend_args)
+        super().__init__(pretrained=self.em_backend.model, tokenizer=self.em_backend.tokenizer, backend="causal",
+                         batch_size=self.em_backend.batch_size, softmax_dtype=torch.float32)
+        note = self.em_backend.info().get("note")
         if note:
             logger.warning(note)
+
+    # --- forward passes: HFLM's, with the backend's steering hooks -------------------------------------------
+
+    def _model_call(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with self.em_backend.steering_active():
+            return super()._model_call(*args, **kwargs)
+
+    def _model_generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with self.em_backend.steering_active():
+            return super()._model_generate(*args, **kwargs)
 
     # --- requests --------------------------------------------------------------------------------------------
 
@@ -93,7 +112,7 @@ class EmHFLM(LM):
             for (params, _), indices in groups.items():
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start:start + self.batch_size]
-                    results = self.backend.generate_batch([prepared[i][0] for i in chunk], params)
+                    results = self.em_backend.generate_batch([prepared[i][0] for i in chunk], params)
                     for i, result in zip(chunk, results, strict=True):
                         out[i] = result.text
                         self.cache_hook.add_partial("generate_until", requests[i].args[:2], result.text)
@@ -101,19 +120,22 @@ class EmHFLM(LM):
         return out
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """Log-probability of each continuation after its context (text only; a chat context is rendered first)."""
-        pairs = [(self._context_text(r.args[0]), r.args[1]) for r in requests]
-        if any(len(r.args) > 2 and r.args[2].get("visual") for r in requests):
+        """HFLM's loglikelihood on text (a context from :meth:`apply_chat_template` is rendered first)."""
+        if any(len(r.args) > 2 and (r.args[2] or {}).get("visual") for r in requests):
             raise NotImplementedError("em models score loglikelihood on text only; drop the images from the task")
-        results = self.backend.loglikelihood(pairs)
-        for request, result in zip(requests, results, strict=True):
-            self.cache_hook.add_partial("loglikelihood", request.args[:2], result)
-        return results
+        return super().loglikelihood([replace(r, arguments=r.args[:2]) if len(r.args) > 2 else r for r in requests],
+                                     disable_tqdm=disable_tqdm)
 
-    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
-        raise NotImplementedError(
-            "em models do not compute rolling (perplexity) loglikelihoods; use lm-eval's hf model for perplexity tasks"
-        )
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's split for a text context. A chat context is rendered and split where the rendered prompt ends:
+        lm-eval would move the generation prompt's trailing newline into the continuation and so score the
+        template's own token as part of every answer."""
+        turns = _chat_turns(context)
+        if turns is None:
+            return super()._encode_pair(context, continuation)
+        prompt = self.em_backend.render(turns)[0]
+        whole, ctx = self.tok_encode(prompt + continuation), self.tok_encode(prompt)
+        return ctx, whole[len(ctx):]
 
     # --- chat templates ----------------------------------------------------------------------------------------
 
@@ -124,23 +146,13 @@ class EmHFLM(LM):
         turns = [{"role": m["role"], "content": m["content"]} for m in chat_history]
         return json.dumps({_CHAT_KEY: turns}, ensure_ascii=False)
 
-    @property
-    def tokenizer_name(self) -> str:
-        return str(self.backend.tokenizer.name_or_path).replace("/", "__")
-
     def chat_template(self, chat_template: bool | str = False) -> str | None:
-        template = getattr(self.backend.processor, "chat_template", None) or self.backend.tokenizer.chat_template
+        template = getattr(self.em_backend.processor, "chat_template", None) or self.tokenizer.chat_template
         return template if isinstance(template, str) else None
 
     def get_model_info(self) -> dict[str, Any]:
-        """What was loaded (recorded in lm-eval's results ``config``)."""
-        return {"em_model": self.backend.info()}
-
-    # --- helpers ----------------------------------------------------------------------------------------------
-
-    def _context_text(self, context: str) -> str:
-        turns = _chat_turns(context)
-        return self.backend.render(turns)[0] if turns else context
+        """What was loaded (recorded in lm-eval's results ``config``; no hub look-up, unlike HFLM's)."""
+        return {"em_model": self.em_backend.info()}
 
 
 @register_model("em-lora")
