@@ -18,9 +18,10 @@ to lm-eval's CLI.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -102,22 +103,21 @@ class EmHFLM(HFLM):
     # --- requests --------------------------------------------------------------------------------------------
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """One completion per request; requests sharing generation settings and modality share batches."""
+        """One completion per request. All are handed to the backend at once, which batches them as it batches
+        inspect's concurrent samples (text prompts in one continuous batch, others by settings and modality)."""
         prepared = [(to_messages(r.args), gen_params(r.args[1])) for r in requests]
-        groups: dict[tuple[GenParams, bool], list[int]] = {}
-        for i, (messages, params) in enumerate(prepared):
-            groups.setdefault((params, _has_images(messages)), []).append(i)
-        out: list[str] = [""] * len(requests)
-        with tqdm(total=len(requests), disable=disable_tqdm, desc="em generate_until") as bar:
-            for (params, _), indices in groups.items():
-                for start in range(0, len(indices), self.batch_size):
-                    chunk = indices[start:start + self.batch_size]
-                    results = self.em_backend.generate_batch([prepared[i][0] for i in chunk], params)
-                    for i, result in zip(chunk, results, strict=True):
-                        out[i] = result.text
-                        self.cache_hook.add_partial("generate_until", requests[i].args[:2], result.text)
-                    bar.update(len(chunk))
-        return out
+
+        async def run() -> list[str]:
+            with tqdm(total=len(requests), disable=disable_tqdm, desc="em generate_until") as bar:
+                async def one(request: Instance, messages: list[Message], params: GenParams) -> str:
+                    text = (await self.em_backend.generate(messages, params)).text
+                    self.cache_hook.add_partial("generate_until", request.args[:2], text)
+                    bar.update(1)
+                    return text
+
+                return list(await asyncio.gather(*(one(r, *p) for r, p in zip(requests, prepared, strict=True))))
+
+        return asyncio.run(run())
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """HFLM's loglikelihood on text (a context from :meth:`apply_chat_template` is rendered first)."""
@@ -253,7 +253,3 @@ def _with_images(turn: Mapping[str, Any], images: list[Any]) -> Message:
             parts.append({"type": "text", "text": piece})
     return {"role": turn["role"], "content": parts}
 
-
-def _has_images(messages: Sequence[Message]) -> bool:
-    return any(isinstance(m["content"], list) and any(p.get("type") == "image" for p in m["content"])
-               for m in messages)
