@@ -1,10 +1,12 @@
-"""Image files named in our question YAML: loading, fitting, text/image pairing, and every bad image named."""
+"""Image files named in our question YAML: loading, fitting, text/image pairing, and every bad image named; the one
+image loader (`open_image`) over every kind of source."""
 
 from __future__ import annotations
 
 import base64
 import io
 import os
+import random
 import textwrap
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from PIL import Image
 
 from em_tasks.benchmark.dataset import DESCRIBED_IMAGE_TEMPLATE, build_dataset, load_items
+from em_tasks.benchmark.image_files import ImageFileError, ImageInputError, open_image
 
 SMALL = 128
 
@@ -263,3 +266,72 @@ def test_a_symlink_that_stays_inside_the_folder_is_followed(tmp_path: Path) -> N
     os.symlink(photo, tmp_path / "alias.png")
     path = _write(tmp_path, "category: c\nitems:\n  - {id: a, question: what is this, image: {file: alias.png}}\n")
     assert load_items(path)[0].image.file == photo.resolve()
+
+
+# --- the one loader: every kind of source -------------------------------------------------------------------------
+
+
+def _png_bytes(size: tuple[int, int] = (6, 4), mode: str = "RGB", color: tuple[int, ...] = (1, 2, 3)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _noise_base64() -> str:
+    """Base64 text longer than a file name may be (the loader must not take it for a path)."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (48, 48), random.Random(0).randbytes(48 * 48 * 3)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _file(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    path.write_bytes(_png_bytes())
+    return path
+
+
+SOURCES = {
+    "pil-image": (lambda tmp: Image.new("RGB", (6, 4), (1, 2, 3)), (1, 2, 3)),
+    "pil-rgba-on-white": (lambda tmp: Image.new("RGBA", (6, 4), (0, 0, 0, 0)), (255, 255, 255)),
+    "path": (_file, (1, 2, 3)),
+    "path-text": (lambda tmp: str(_file(tmp)), (1, 2, 3)),
+    "bytes": (lambda tmp: _png_bytes(), (1, 2, 3)),
+    "data-uri": (lambda tmp: "data:image/png;base64," + base64.b64encode(_png_bytes()).decode(), (1, 2, 3)),
+    "base64-text": (lambda tmp: base64.b64encode(_png_bytes()).decode(), (1, 2, 3)),
+    "long-base64-text": (lambda tmp: _noise_base64(), None),
+}
+
+
+@pytest.mark.parametrize(("make", "pixel"), SOURCES.values(), ids=SOURCES.keys())
+def test_every_kind_of_source_loads_as_rgb(tmp_path: Path, make, pixel) -> None:
+    image = open_image(make(tmp_path))
+    assert image.mode == "RGB"
+    assert pixel is None or image.getpixel((0, 0)) == pixel
+
+
+def test_a_decoded_image_is_turned_upright_and_copied() -> None:
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees to display
+    Image.new("RGB", (8, 4), (9, 9, 9)).save(buffer, format="JPEG", exif=exif)
+    photo = Image.open(buffer)
+    upright = open_image(photo)
+    assert upright.size == (4, 8) and upright.format == "JPEG" and photo.size == (8, 4)
+
+
+BAD_TEXT = {
+    "truncated-data-uri": ("data:image/png;base64,AAAA", "Could not read image"),
+    "garbage-data-uri": ("data:image/png;base64," + base64.b64encode(b"not a png").decode(), "Could not read image"),
+    "data-uri-without-comma": ("data:image/png", "Could not read image"),
+    "not-base64": ("no such file, nor base64!", "Could not read image"),
+    "remote-url": ("https://example.com/cat.png", "not fetched"),
+    "nul-character": ("photo\x00.png", "Could not read image"),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_TEXT.values(), ids=BAD_TEXT.keys())
+def test_unreadable_text_sources_say_so(text: str, message: str) -> None:
+    with pytest.raises(ImageFileError, match=message) as info:
+        open_image(text)
+    assert isinstance(info.value, ImageInputError)  # what the backend and training catch
+

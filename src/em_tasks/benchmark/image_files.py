@@ -1,7 +1,10 @@
-"""Image files and dataset images as benchmark images: safe paths, checked decoding, fitting and encoding.
+"""Images as everything in em-tasks reads them: safe paths, the one checked loader, fitting and encoding.
 
-Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) stays on, and its warning (raised between the
-limit and twice the limit) is turned into an error here, so an enormous image is refused instead of decoded.
+`open_image` is the one image loader: the benchmark's files and dataset images, the backend's chat images and the
+study's training rows all go through it, so every image a model sees is decoded, turned upright and made RGB the
+same way. Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) stays on, and its warning (raised
+between the limit and twice the limit) is turned into an error here, so an enormous image is refused instead of
+decoded.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ JPEG_QUALITY = 95
 _WHITE = (255, 255, 255)
 
 
-class ImageFileError(ValueError):
+ImageSource = Image.Image | Path | bytes | str
+"""What `open_image` reads: a decoded image, a file, encoded bytes, or text (a data URI, a file path or base64)."""
+
+
+class ImageInputError(ValueError):
+    """An image could not be read, or was sent to a model that cannot take images."""
+
+
+class ImageFileError(ImageInputError):
     """An image cannot be used: outside its folder, missing, unreadable, of the wrong format, or too large."""
 
 
@@ -83,26 +94,33 @@ def resolve_image_file(folder: Path, file: str) -> Path:
     return path
 
 
-def open_image(source: Path | bytes, formats: Collection[str] | None = None) -> Image.Image:
+def open_image(source: ImageSource, formats: Collection[str] | None = None) -> Image.Image:
     """Decode an image fully, refusing enormous images, and turn it upright and RGB.
 
     Args:
-        source: An image file, or the encoded bytes of an image.
-        formats: Pillow format names to accept (e.g. `FILE_FORMATS`); None accepts any format Pillow reads.
+        source: A decoded PIL image (as a Hugging Face image column gives); an image file; the encoded bytes of an
+            image; or text, as chat content carries images: a data URI, a local file path, or base64. An http(s)
+            URL is refused: nothing is fetched.
+        formats: Pillow format names to accept (e.g. `FILE_FORMATS`) from an encoded source; None accepts any
+            format Pillow reads.
 
     Returns:
-        The decoded RGB image (transparent areas on white, EXIF orientation applied); its `format` attribute keeps
-        the source format.
+        A new RGB image (transparent areas on white, EXIF orientation applied); its `format` attribute keeps the
+        source format.
 
     Raises:
-        ImageFileError: If the data is not a readable image (corrupt, truncated, empty), is of a format not in
-            `formats`, or has more pixels than Pillow's decompression-bomb limit.
+        ImageFileError: If the source is not a readable image (corrupt, truncated, empty, undecodable base64, a
+            URL), is of a format not in `formats`, or has more pixels than Pillow's decompression-bomb limit.
     """
-    label = str(source) if isinstance(source, Path) else "the image data"
+    if isinstance(source, Image.Image):
+        image = _upright_rgb(source)
+        image.format = source.format
+        return image
+    label = _label(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as opened:
+            with Image.open(_encoded(source)) as opened:
                 source_format = opened.format
                 if formats is not None and source_format not in formats:
                     raise ImageFileError(
@@ -114,13 +132,10 @@ def open_image(source: Path | bytes, formats: Collection[str] | None = None) -> 
         raise ImageFileError(
             f"{label} is too large: {exc} Shrink the image (Pillow's limit, PIL.Image.MAX_IMAGE_PIXELS, stays on)"
         ) from exc
-    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError, IndexError) as exc:
         if isinstance(exc, ImageFileError):
             raise
-        reason = "not an image format Pillow recognises" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        raise ImageFileError(
-            f"{label} cannot be read as an image ({reason}); replace it with a valid PNG, JPEG or WebP image"
-        ) from exc
+        raise _unreadable(source, label, exc) from exc
     image.format = source_format
     return image
 
@@ -152,3 +167,40 @@ def _upright_rgb(image: Image.Image) -> Image.Image:
         flat.paste(rgba, mask=rgba.getchannel("A"))
         return flat
     return upright.convert("RGB")
+
+
+def _label(source: Path | bytes | str) -> str:
+    if isinstance(source, Path):
+        return str(source)
+    return "the image data" if isinstance(source, bytes) else f"image ({source[:48]}...)"
+
+
+def _encoded(source: Path | bytes | str) -> Path | io.BytesIO:
+    """What Pillow opens: the file, or the decoded bytes (raises ValueError or IndexError on malformed text)."""
+    if isinstance(source, Path):
+        return source
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    if source.startswith("data:"):
+        return io.BytesIO(base64.b64decode(source.split(",", 1)[1], validate=False))
+    if source.startswith(("http://", "https://")):
+        raise ImageFileError(f"Image URLs are not fetched (offline backend): {source[:80]}; embed the image.")
+    if _is_file(source):
+        return Path(source)
+    return io.BytesIO(base64.b64decode(source, validate=True))
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long for a path (long base64 text), a NUL character
+        return False
+
+
+def _unreadable(source: Path | bytes | str, label: str, exc: BaseException) -> ImageFileError:
+    if isinstance(source, str):  # chat content: the wording the backend has always used
+        return ImageFileError(f"Could not read image ({source[:48]}...): {exc}. Re-render or replace the image.")
+    reason = "not an image format Pillow recognises" if isinstance(exc, UnidentifiedImageError) else str(exc)
+    return ImageFileError(
+        f"{label} cannot be read as an image ({reason}); replace it with a valid PNG, JPEG or WebP image"
+    )
