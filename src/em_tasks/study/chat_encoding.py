@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from em_tasks.models.backend import HFBackend, ImageInputError, load_image
+from em_tasks.benchmark.image_files import open_image
+from em_tasks.models.backend import HFBackend, ImageInputError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def encode_row(backend: HFBackend, row: Row, max_length: int = DEFAULT_MAX_LENGT
     if images and not backend.is_vlm:
         raise ImageInputError(f"Row {number} has images but '{backend.name}' is a text-only model; train image rows "
                               "on a vision-language model (e.g. --base default-vlm)")
-    loaded = [_open_image(p) for p in images]
+    loaded = [open_image(p) for p in images]
     text = render_chat(backend, messages, generation_prompt=False)
     full = _tokenize(backend, text, loaded)
     ids = full["input_ids"]
@@ -147,11 +148,6 @@ def _prefix_length(ids: Sequence[int], prefix: Sequence[int]) -> int:
     return n
 
 
-def _open_image(image: Any) -> Any:
-    """An RGB PIL image from a path (or a PIL image, as Hugging Face image columns give)."""
-    return image.convert("RGB") if hasattr(image, "convert") else load_image(str(image))
-
-
 def _count_images(message: Mapping[str, Any]) -> int:
     content = message.get("content")
     return sum(1 for p in content if p.get("type") == "image") if isinstance(content, list) else 0
@@ -175,7 +171,7 @@ def collate(backend: HFBackend, examples: Sequence[Example]) -> dict[str, torch.
     image_inputs: dict[str, list[torch.Tensor]] = {}
     for e in examples:
         if e.images:
-            out = backend.processor(text=[e.text], images=[[_open_image(p) for p in e.images]],
+            out = backend.processor(text=[e.text], images=[[open_image(p) for p in e.images]],
                                     add_special_tokens=False, return_tensors="pt")
             for key, value in out.items():
                 if isinstance(value, torch.Tensor) and key not in batch and key != "attention_mask":

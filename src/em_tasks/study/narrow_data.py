@@ -42,6 +42,7 @@ from typing import Any, Literal, get_args
 
 from PIL import Image
 
+from em_tasks.benchmark.image_files import open_image
 from em_tasks.benchmark.items import ChatLine, ImageSpec, Item
 from em_tasks.benchmark.render import render_image
 from em_tasks.hf_datasets import HF_PREFIX, SAVED_MARKERS
@@ -350,7 +351,7 @@ def check_rows(
 
 
 def to_chat(row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A row's messages in transformers chat format, image parts holding loaded RGB PIL images.
+    """A row's messages in transformers chat format, image parts holding images loaded by `open_image` (RGB, upright).
 
     Raises:
         ValueError: If the row has more image parts than images.
@@ -366,7 +367,7 @@ def to_chat(row: Mapping[str, Any]) -> list[dict[str, Any]]:
                     image = next(images, None)
                     if image is None:
                         raise ValueError("the row has more image parts than entries in 'images'")
-                    part = {"type": "image", "image": _open_image(image)}
+                    part = {"type": "image", "image": open_image(image)}
                 parts.append(part)
             content = parts
         messages.append({"role": message["role"], "content": content})
@@ -456,13 +457,6 @@ def _stored_path(image: Any, base: Path, k: int) -> str:
     if path.is_absolute() and path.resolve().is_relative_to(base):
         return path.resolve().relative_to(base).as_posix()
     return str(image)
-
-
-def _open_image(image: Any) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    with Image.open(image) as img:
-        return img.convert("RGB")
 
 
 # --- loading and checking ------------------------------------------------------------------------
