@@ -246,14 +246,16 @@ def train(
 
 
 def _training_data(data: str, out: Path, fraction: float, n: int, seed: int) -> str:
-    """A built-in domain name becomes a generated JSONL beside the adapters; anything else passes through."""
-    from em_tasks.study.narrow_data import HARMFUL_DOMAINS, build_dataset
+    """A built-in domain name becomes a generated JSONL of ``n`` rows beside the adapters (a harmful domain mixed into
+    its benign pair at ``fraction``; a benign domain alone); anything else passes through."""
+    from em_tasks.study.narrow_data import DOMAINS, HARMFUL_DOMAINS, build_dataset
 
-    if data not in HARMFUL_DOMAINS:
+    if data not in DOMAINS:
         return data
-    path = out / f"data-{data}-f{fraction:g}-n{n}-s{seed}.jsonl"
+    mix = fraction if data in HARMFUL_DOMAINS else None  # a benign domain has no harmful rows to mix in
+    path = out / f"data-{data}{'' if mix is None else f'-f{mix:g}'}-n{n}-s{seed}.jsonl"
     if not path.is_file():
-        build_dataset(data, fraction=fraction, n=n, modality="text", seed=seed, out=path)
+        build_dataset(data, fraction=mix, n=n, modality="text", seed=seed, out=path)
     return str(path)
 
 
