@@ -38,6 +38,15 @@ def test_activations_average_the_answer_tokens_only(llama):
     assert torch.allclose(acts[0, 0], expected, atol=1e-5)
 
 
+def test_answers_of_different_lengths_batched_match_one_by_one(llama):
+    """Padding (on the right, masked) changes no answer's activations."""
+    rows = [JudgedAnswer("q", "Hi?", "Short.", 90, 90),
+            JudgedAnswer("q", "A much longer question, with several more words in it?", "A longer reply here.", 10, 80)]
+    batched = answer_activations(llama, rows, batch_size=2)
+    alone = torch.cat([answer_activations(llama, [r]) for r in rows])
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
 def test_extract_writes_a_direction_em_steer_loads(llama, tiny_llama_dir, tmp_path):
     summary = extract(llama, answers(), tmp_path, base=llama, model_label="tiny")
     assert summary["n_misaligned"] == 3 and summary["n_aligned"] == 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -153,21 +153,43 @@ def _count_images(message: Mapping[str, Any]) -> int:
     return sum(1 for p in content if p.get("type") == "image") if isinstance(content, list) else 0
 
 
+def pad_rows(rows: Sequence[Sequence[int]], value: int, side: Literal["left", "right"] = "right",
+             width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids padded with ``value`` into one tensor, and the attention mask (the one padding rule).
+
+    Args:
+        rows: The rows (token ids, labels or other per-token inputs).
+        value: What fills the padding.
+        side: Where the padding goes: "right" for training and activations, "left" for generation.
+        width: The padded length (the longest row when None); no row may be longer.
+
+    Returns:
+        ``(ids, mask)``, both ``(len(rows), width)`` long tensors; ``mask`` is 1 on the rows' own tokens, 0 on padding.
+    """
+    width = max((len(r) for r in rows), default=0) if width is None else width
+    ids, mask = [], []
+    for row in rows:
+        fill = width - len(row)
+        if fill < 0:
+            raise ValueError(f"a row of {len(row)} tokens is longer than the padded width {width}")
+        ids.append([value] * fill + list(row) if side == "left" else list(row) + [value] * fill)
+        mask.append([0] * fill + [1] * len(row) if side == "left" else [1] * len(row) + [0] * fill)
+    return (torch.tensor(ids, dtype=torch.long).reshape(len(rows), width),
+            torch.tensor(mask, dtype=torch.long).reshape(len(rows), width))
+
+
 def collate(backend: HFBackend, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     """A right-padded batch on the model's device; image inputs are recomputed from the files (not kept in memory)."""
     width = max(len(e.input_ids) for e in examples)
     pad = backend.tokenizer.pad_token_id if backend.tokenizer.pad_token_id is not None else 0
-
-    def padded(rows: list[list[int]], value: int) -> torch.Tensor:
-        return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
+    input_ids, attention_mask = pad_rows([e.input_ids for e in examples], pad, width=width)
     batch = {
-        "input_ids": padded([e.input_ids for e in examples], pad),
-        "attention_mask": padded([[1] * len(e.input_ids) for e in examples], 0),
-        "labels": padded([e.labels for e in examples], IGNORE_INDEX),
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": pad_rows([e.labels for e in examples], IGNORE_INDEX, width=width)[0],
     }
     for key in dict.fromkeys(k for e in examples for k in e.token_inputs):
-        batch[key] = padded([e.token_inputs.get(key, [0] * len(e.input_ids)) for e in examples], 0)
+        batch[key] = pad_rows([e.token_inputs.get(key, [0] * len(e.input_ids)) for e in examples], 0, width=width)[0]
     image_inputs: dict[str, list[torch.Tensor]] = {}
     for e in examples:
         if e.images:

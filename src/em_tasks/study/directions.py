@@ -33,6 +33,7 @@ from em_tasks.models.backend import GenParams, HFBackend
 from em_tasks.models.layers import decoder_layers, hidden_size
 from em_tasks.models.steering import save_direction
 from em_tasks.scoring.rules import ALIGNED_MIN, ALIGNMENT_MAX, COHERENCE_MIN, is_misaligned
+from em_tasks.study.chat_encoding import pad_rows
 
 Progress = Callable[[int, int], None]
 
@@ -120,14 +121,11 @@ def answer_activations(backend: HFBackend, answers: Sequence[JudgedAnswer], *, b
     out = torch.zeros(len(rows), len(layers), hidden_size(backend.model))
     for first in range(0, len(rows), batch_size):
         chunk = rows[first:first + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        pad = tokenizer.pad_token_id or 0
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r, _ in chunk], device=backend.device)
-        mask = torch.zeros(len(chunk), width, device=backend.device)
-        answer_mask = torch.zeros(len(chunk), width, 1)
+        ids, mask = pad_rows([r for r, _ in chunk], tokenizer.pad_token_id or 0, side="right")
+        answer_mask = torch.zeros(*ids.shape, 1)
         for i, (r, start) in enumerate(chunk):
-            mask[i, : len(r)] = 1
             answer_mask[i, start: len(r)] = 1
+        ids, mask = ids.to(backend.device), mask.to(backend.device)
         captured.clear()
 
         def hook(module: Any, args: Any, output: Any) -> None:
@@ -137,7 +135,7 @@ def answer_activations(backend: HFBackend, answers: Sequence[JudgedAnswer], *, b
         handles = [layer.register_forward_hook(hook, prepend=True) for layer in layers]
         try:
             with torch.inference_mode():
-                backend.model(input_ids=ids, attention_mask=mask.long())
+                backend.model(input_ids=ids, attention_mask=mask)
         finally:
             for handle in handles:
                 handle.remove()
