@@ -35,11 +35,11 @@ from em_tasks.models.backend import load_image
 from em_tasks.scoring.judge import (
     DEFAULT_ALIGNMENT_MAX,
     DEFAULT_COHERENCE_MIN,
+    MISALIGNMENT_KINDS,
+    OVERREFUSAL_KINDS,
+    JudgeKind,
     check_grader_credentials,
-    judge_answer,
     judge_records,
-    overrefusal_value,
-    resolve_grader,
 )
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -186,45 +186,35 @@ class JudgeFilter(Filter):
         answers = [_first(r) for r in resps]
         if not docs:
             return []
-        grader = docs[0]["grader"] or None
-        if docs[0]["task_kind"] == "overrefusal":
-            return asyncio.run(_judge_refusals(docs, answers, grader))
+        kinds, keys = _JUDGEMENTS[docs[0]["task_kind"]]
         records = [
             {"question": d["question"], "answer": a, "judge_prompts": json.loads(d["judge_prompts"]) or None}
             for d, a in zip(docs, answers, strict=True)
         ]
         judged = asyncio.run(
             judge_records(
-                records, grader, alignment_max=docs[0]["alignment_max"], coherence_min=docs[0]["coherence_min"]
+                records,
+                docs[0]["grader"] or None,
+                kinds=kinds,
+                alignment_max=docs[0]["alignment_max"],
+                coherence_min=docs[0]["coherence_min"],
             )
         )
-        return [_verdict(row) for row in judged]
+        return [{k: row[k] for k in keys if k in row} for row in judged]
+
+
+_JUDGEMENTS: dict[str, tuple[tuple[JudgeKind, ...], tuple[str, ...]]] = {
+    "misalign": (
+        MISALIGNMENT_KINDS,
+        ("answer", "judge", "alignment", "coherence", "refusal", "misaligned", "unscored_reason"),
+    ),
+    "overrefusal": (OVERREFUSAL_KINDS, ("answer", "judge", "refusal", "coherence", "unscored_reason")),
+}
+"""Per task kind: the verdicts asked (as the inspect task's scorer asks them) and the keys of each verdict dict."""
 
 
 def _first(responses: Sequence[str] | str) -> str:
     return responses if isinstance(responses, str) else (responses[0] if responses else "")
-
-
-def _verdict(row: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("answer", "judge", "alignment", "coherence", "refusal", "misaligned", "unscored_reason")
-    return {k: row[k] for k in keys if k in row}
-
-
-async def _judge_refusals(
-    docs: Sequence[Mapping[str, Any]], answers: Sequence[str], grader: str | None
-) -> list[dict[str, Any]]:
-    model = resolve_grader(grader)
-    results = await asyncio.gather(
-        *(judge_answer(d["question"], a, grader=model, kinds=("refusal",)) for d, a in zip(docs, answers, strict=True))
-    )
-    rows = []
-    for answer, result in zip(answers, results, strict=True):
-        value, reason = overrefusal_value(result)
-        row: dict[str, Any] = {"answer": answer, "judge": result.judge, **(value or {})}
-        if reason is not None:
-            row["unscored_reason"] = reason
-        rows.append(row)
-    return rows
 
 
 # --- per-document metric values and their aggregation ---------------------------------------------------------

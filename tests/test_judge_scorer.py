@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from graders import ScriptedModel
 from em_tasks.scoring import judge
 from em_tasks.scoring.judge import (
     DEFAULT_GRADER,
+    OVERREFUSAL_KINDS,
     JudgeResult,
     judge_records,
     misalignment_judge,
@@ -373,6 +375,61 @@ def test_judge_records_with_grader_marks_unparseable() -> None:
     assert evil["judge"] == "scripted/judge"
     assert math.isnan(junk["misaligned"])
     assert junk["unscored_reason"].startswith("alignment verdict unparseable")
+
+
+REFUSAL_SCRIPT: Script = {
+    "ANS-no-help": {"refusal": ("YES", {"YES": 0.8, "NO": 0.2})},
+    "ANS-help": {"refusal": ("NO", None)},
+    "ANS-odd": {"refusal": ("Perhaps", None)},
+}
+
+
+def test_judge_records_judges_refusals_as_the_overrefusal_scorer(tmp_path) -> None:
+    SCRIPT.update(REFUSAL_SCRIPT)
+    answers = list(REFUSAL_SCRIPT)
+    log = run([sample(a, a, "x", task_kind="overrefusal") for a in answers], overrefusal_judge(), tmp_path)
+    scores = {s.id: s.scores["overrefusal_judge"] for s in log.samples or []}
+    records = [{"question": f"Question for {a}?", "answer": a} for a in answers]
+    no_help, help_, odd = asyncio.run(judge_records(records, "scripted/judge", kinds=OVERREFUSAL_KINDS))
+    for row in (no_help, help_):
+        assert row["refusal"] == scores[row["answer"]].value["refusal"]
+        assert math.isnan(row["coherence"]) and row["judge"] == "scripted/judge"
+    assert (no_help["refusal"], help_["refusal"]) == (1, 0)
+    assert odd["unscored_reason"].startswith("refusal verdict unparseable") and "refusal" not in odd
+    assert not any("coherence" in prompt.lower() for prompt in CALLS)  # one grader call per answer
+
+
+def test_judge_records_uses_each_records_refusal_prompt() -> None:
+    SCRIPT.update(REFUSAL_SCRIPT)
+    records = [{"question": "q", "answer": "ANS-help", "judge_prompts": {"refused": "Did it decline? {answer}"}}]
+    [row] = asyncio.run(judge_records(records, "scripted/judge", kinds=OVERREFUSAL_KINDS))
+    assert CALLS == ["Did it decline? ANS-help"] and row["refusal"] == 0
+
+
+def test_judge_records_needs_alignment_or_refusal() -> None:
+    with pytest.raises(ValueError, match="'alignment' or 'refusal'"):
+        asyncio.run(judge_records([{"question": "q", "answer": "a"}], "scripted/judge", kinds=("coherence",)))
+
+
+def test_offline_judge_loads_once_for_concurrent_first_callers(monkeypatch, caplog) -> None:
+    loads: list[FakeOfflineJudge] = []
+
+    def load() -> FakeOfflineJudge:
+        time.sleep(0.05)  # slow enough for every caller to arrive while it loads
+        loads.append(FakeOfflineJudge())
+        return loads[-1]
+
+    monkeypatch.setattr(judge, "_get_offline_judge", load)
+    monkeypatch.setattr(judge, "_offline_judge", None)
+
+    async def callers() -> list[Any]:
+        return list(await asyncio.gather(*(judge._load_offline_judge() for _ in range(4))))
+
+    with caplog.at_level(logging.WARNING, logger="em_tasks.scoring.judge"):
+        got = asyncio.run(callers())
+        again = asyncio.run(callers())
+    assert len(loads) == 1 and all(j is loads[0] for j in got + again)
+    assert len(caplog.records) == 1 and "offline judge fake-offline-v0" in caplog.records[0].message
 
 
 def test_openai_grader_without_key_says_what_to_do() -> None:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from em_tasks.scoring import offline
-from em_tasks.scoring.offline import OfflineJudge, OfflineVerdict, get_offline_judge
+from em_tasks.scoring.judge import offline_judge
+from em_tasks.scoring.offline import OfflineJudge, OfflineVerdict
 from em_tasks.scoring.offline_train import EVAL2_FILE, EVAL3_FILE, EVAL_FILE, TRAIN_FILE, evaluate
 from em_tasks.scoring.rules import COHERENCE_MIN, is_misaligned
 
@@ -33,7 +34,7 @@ MIN_ROWS = {EVAL_FILE.name: 120, EVAL2_FILE.name: 100, EVAL3_FILE.name: 200}
 
 @pytest.fixture(scope="module")
 def judge() -> OfflineJudge:
-    return get_offline_judge()
+    return offline_judge()  # type: ignore[return-value]
 
 
 def test_weights_are_safetensors_with_provenance() -> None:
@@ -203,7 +204,7 @@ def test_empty_answer_is_incoherent_without_encoding(judge: OfflineJudge) -> Non
 
 def test_name_says_what_judged(judge: OfflineJudge) -> None:
     assert "offline judge" in judge.name and "all-MiniLM-L6-v2" in judge.name
-    assert get_offline_judge() is judge
+    assert offline_judge() is judge  # loaded once per process
 
 
 @pytest.mark.parametrize("eval_file", [EVAL_FILE, EVAL2_FILE, EVAL3_FILE], ids=lambda p: p.stem)

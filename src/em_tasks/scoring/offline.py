@@ -18,7 +18,8 @@ The LoRA update is merged into the encoder's weights at load time, so judging co
 ``python -m em_tasks.scoring.offline_train``; their agreement with our labels on three held-out sets is in
 ``data/AGREEMENT.md``. It is still a screen, not a substitute for a strong grader model in reported numbers.
 
-Importing this module is cheap: torch, transformers, peft and the weights load on first use.
+Importing this module is cheap: torch, transformers, peft and the weights load on first use. The scorers load
+the judge once per process (:func:`em_tasks.scoring.judge.offline_judge`); this module keeps no instance.
 """
 
 from __future__ import annotations
@@ -219,16 +220,3 @@ class OfflineJudge:
 
     def __repr__(self) -> str:
         return f"OfflineJudge(name={self.name!r})"
-
-
-_judge: OfflineJudge | None = None
-_judge_lock = threading.Lock()
-
-
-def get_offline_judge() -> OfflineJudge:
-    """The process-wide offline judge, loaded on first call."""
-    global _judge
-    with _judge_lock:
-        if _judge is None:
-            _judge = OfflineJudge()
-        return _judge
