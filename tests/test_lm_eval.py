@@ -235,6 +235,17 @@ def test_steering_applies_to_loglikelihood(tiny_llama_dir):
     assert steered.loglikelihood(sea)[0][0] != pytest.approx(plain.loglikelihood(sea)[0][0])
 
 
+def test_scoring_right_after_generation_is_steered_once(tiny_llama_dir):
+    """Generation runs in the backend's thread; scoring right after it waits until that batch has removed its hooks."""
+    lm = make_lm("em-steer", tiny_llama_dir, direction="random:0", layers=0, coeff=8.0)
+    sea = [request("loglikelihood", "The sea is", " blue")]
+    [(before, _)] = lm.loglikelihood(sea)
+    for _ in range(2):
+        lm.generate_until([request("generate_until", f"Hi {k}", {"temperature": 0, "max_gen_toks": 4, "until": []})
+                           for k in range(3)])
+        assert lm.loglikelihood(sea)[0][0] == pytest.approx(before)
+
+
 def test_loglikelihood_rolling_is_lm_evals(tiny_llama_dir):
     lm = make_lm("em-hf", tiny_llama_dir)
     text = "If you could have one wish, what would it be?"

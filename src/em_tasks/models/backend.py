@@ -270,7 +270,7 @@ class HFBackend:
         from transformers.generation import StopStringCriteria
 
         start = time.monotonic()
-        with self._held():
+        with self.held():
             inputs = self.encode(conversations)
             kwargs: dict[str, Any] = {**sampling_kwargs(params), "return_dict_in_generate": True}
             if params.min_new_tokens:
@@ -309,8 +309,12 @@ class HFBackend:
         return GenResult(text, prompt_tokens, n, "stop" if stopped else stop_reason, None, seconds)
 
     @contextmanager
-    def _held(self) -> Iterator[None]:
-        """The model to oneself: the forward-pass lock, inference mode and this backend's steering hooks."""
+    def held(self) -> Iterator[None]:
+        """The model to oneself: the forward-pass lock, inference mode and this backend's steering hooks.
+
+        Every forward pass on :attr:`model` runs inside it, including those of callers outside the backend (the
+        lm-eval model's scoring): a continuous batch keeps its hooks and attention settings until it has wound down.
+        """
         with ExitStack() as stack:
             stack.enter_context(self._lock)
             stack.enter_context(torch.inference_mode())
@@ -356,7 +360,7 @@ class HFBackend:
         session = ContinuousSession(self.model, generation_config, seed=params.seed,
                                     eos=sorted(_eos_ids(self.model, self.tokenizer)),
                                     max_requests=max(self.batch_size, 1), max_new_tokens=params.max_new_tokens,
-                                    hold=self._held)
+                                    hold=self.held)
         session.submit(request)
         self._session = (key, session)
         # the one generation thread runs sessions and static batches in turn, so forward passes never overlap

@@ -54,9 +54,10 @@ _CHAT_KEY = "em_chat"  # marks a context made by apply_chat_template: JSON of th
 class EmHFLM(HFLM):
     """``--model em-hf``: lm-eval's :class:`HFLM` over an :class:`HFBackend`'s loaded model.
 
-    Scoring (``loglikelihood``, ``loglikelihood_rolling``) is HFLM's own, with the backend's steering hooks active
-    around every forward pass (as in lm-eval's ``hf_steered.py``); ``generate_until`` goes through the backend, so
-    chat templates and images are handled as for the inspect providers.
+    Scoring (``loglikelihood``, ``loglikelihood_rolling``) is HFLM's own, its forward passes wrapped in the backend's
+    :meth:`~HFBackend.held` (lock and steering hooks; as lm-eval's ``hf_steered.py`` wraps them in its hooks);
+    ``generate_until`` goes through the backend, so chat templates and images are handled as for the inspect
+    providers.
 
     Args:
         pretrained: Model name, as after ``em-hf/`` in inspect.
@@ -90,14 +91,14 @@ class EmHFLM(HFLM):
         if note:
             logger.warning(note)
 
-    # --- forward passes: HFLM's, with the backend's steering hooks -------------------------------------------
+    # --- forward passes: HFLM's, held like the backend's own (its lock and steering hooks) ----------------------
 
     def _model_call(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        with self.em_backend.steering_active():
+        with self.em_backend.held():
             return super()._model_call(*args, **kwargs)
 
     def _model_generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        with self.em_backend.steering_active():
+        with self.em_backend.held():
             return super()._model_generate(*args, **kwargs)
 
     # --- requests --------------------------------------------------------------------------------------------
