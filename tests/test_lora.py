@@ -172,6 +172,9 @@ def test_vlm_adapters_target_the_language_model(tiny_vlm_dir, tmp_path):
     live = load(tiny_vlm_dir, str(adapter), merged=False)
     wrapped = [n for n, m in live.model.named_modules() if hasattr(m, "lora_A")]
     assert wrapped and all("language_model" in n for n in wrapped)
+    # so must the same names given as -M target= (one rule for both: models/targets.py)
+    named = load(tiny_vlm_dir, str(adapter), merged=False, target="q_proj,v_proj")
+    assert [n for n, m in named.model.named_modules() if hasattr(m, "lora_A")] == wrapped
     merged = load(tiny_vlm_dir, str(adapter), cache=False)
     assert torch.allclose(logits(merged), logits(live), atol=1e-4)
     assert (logits(merged) - logits(base)).abs().max() > 1e-3

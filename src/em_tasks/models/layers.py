@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -64,20 +62,6 @@ def hidden_size(model: Any) -> int:
     config = unwrap(model).config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return int(text.hidden_size)
-
-
-def language_model_target(model: Any, modules: Sequence[str] = ("q_proj", "v_proj")) -> str | list[str]:
-    """peft ``target_modules`` that hit ``modules`` in the language model only.
-
-    On a VLM a plain list such as ``["q_proj", "v_proj"]`` also matches the vision tower's projections; this returns a
-    regex restricted to the decoder layers instead. Text models get the list unchanged.
-    """
-    base = unwrap(model)
-    if not hasattr(base.config, "vision_config"):
-        return list(modules)
-    prefix = re.escape(decoder_layers_path(base))
-    names = "|".join(re.escape(m) for m in modules)
-    return rf"(?:.*\.)?{prefix}\.\d+\.(?:.*\.)?(?:{names})"
 
 
 def _get(root: nn.Module, path: str) -> Any:

@@ -23,7 +23,8 @@ from typing import Any, Literal, get_args
 import torch
 
 from em_tasks.atomic import build_once, is_complete
-from em_tasks.models.layers import language_model_target, unwrap
+from em_tasks.models.layers import unwrap
+from em_tasks.models.targets import as_peft, language_model_only, language_model_target, parse_targets, unmatched
 from em_tasks.models.sources import ModelSource, cache_dir
 
 logger = logging.getLogger(__name__)
@@ -341,10 +342,7 @@ def check_target(ref: AdapterRef, fit: AdapterFit, target: Any, base: Any, modul
     """Refuse a target (``-M target=`` or the adapter's own ``target_modules``) naming modules the base lacks."""
     if target is None or target == "all-linear":
         return
-    if isinstance(target, str):
-        missing = [] if any(re.fullmatch(target, n) for n in module_names) else [target]
-    else:
-        missing = [t for t in target if not any(n == t or n.endswith("." + t) for n in module_names)]
+    missing = unmatched(target, module_names)
     if not missing:
         return
     kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)
@@ -464,17 +462,13 @@ def check_merged(spec: LoraSpec, model: Any, touched: Sequence[str]) -> None:
 
 
 def _target_for(fit: AdapterFit, config: Any, model: Any, spec: LoraSpec, is_vlm: bool) -> Any:
-    """The adapter's target modules: ``spec.target`` if given; on a VLM, its own list restricted to the LM when the
-    adapter has no weights outside the LM."""
-    if spec.target:
-        return spec.target if any(c in spec.target for c in "\\.*()|^$[]") else [t.strip() for t in spec.target.split(",")]
-    own = config.target_modules
-    if not is_vlm or isinstance(own, str) or not own:
-        return own
-    regex = language_model_target(model, sorted(own))
-    if isinstance(regex, str) and all(re.fullmatch(regex, m) for m in fit.modules):
-        return regex
-    return own
+    """The adapter's target modules (``-M target=`` if given, else its own), read by
+    :mod:`em_tasks.models.targets`' rule; on a VLM, names are restricted to the language model when the adapter has
+    no weights outside it."""
+    target = as_peft(parse_targets(spec.target, option="-M target=")) if spec.target else config.target_modules
+    if not is_vlm or isinstance(target, str) or not target:
+        return target
+    return language_model_only(model, target, fit.modules) or target
 
 
 # --- merged-weight cache ----------------------------------------------------------------------------------------

@@ -27,15 +27,10 @@ from torch import nn
 
 from em_tasks.models.backend import HFBackend
 from em_tasks.models.lora import same_base
+from em_tasks.models.targets import matches, parse_targets, peft_target
 from em_tasks.study.safety_reference import DEFAULT_N_REFERENCE, REFERENCE_NAME, safety_reference_rows
 from em_tasks.study.chat_encoding import DEFAULT_MAX_LENGTH, Example, Row, collate, encode_rows, token_loss_sum
-from em_tasks.study.train import (
-    DEFAULT_TARGET_MODULES,
-    RUN_CARD,
-    load_training_rows,
-    parse_target_modules,
-    peft_target,
-)
+from em_tasks.study.train import DEFAULT_TARGET_MODULES, RUN_CARD, load_training_rows
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +48,13 @@ def target_parameters(model: Any, target_modules: str | Sequence[str] = DEFAULT_
                       ) -> dict[str, nn.Parameter]:
     """The base weights (``<module>.weight``) of the modules LoRA would adapt, named as in
     ``model.named_parameters()``: ``target_modules`` as `em-tasks train` reads them (names in the language model
-    only, a VLM's vision tower excluded, or one regex)."""
-    modules = parse_target_modules(target_modules)
+    only, a VLM's vision tower excluded, or one regex; :mod:`em_tasks.models.targets`)."""
+    modules = _parse(target_modules)
     target = peft_target(model, modules)
     params = {}
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(weight, nn.Parameter) and not list(module.children()) and _matches(name, target):
+        if isinstance(weight, nn.Parameter) and not list(module.children()) and matches(name, target):
             params[f"{name}.weight"] = weight
     if not params:
         raise ValueError(f"No module of {type(model).__name__} matches --targets {','.join(modules)}; name "
@@ -67,11 +62,8 @@ def target_parameters(model: Any, target_modules: str | Sequence[str] = DEFAULT_
     return params
 
 
-def _matches(name: str, target: str | Sequence[str]) -> bool:
-    """peft's rule: a regex must match the whole name; a list entry must equal its last dotted components."""
-    if isinstance(target, str):
-        return re.fullmatch(target, name) is not None
-    return any(name == t or name.endswith(f".{t}") for t in target)
+def _parse(targets: str | Sequence[str] | None) -> tuple[str, ...]:
+    return parse_targets(targets, option="--targets", default=DEFAULT_TARGET_MODULES)
 
 
 # --- Fisher diagonal -------------------------------------------------------------------------------------------
@@ -285,7 +277,7 @@ def _target_tuple(targets: str | Sequence[str] | None, updated: Sequence[str]) -
     if targets is None:
         own = sorted({name.split(".")[-2] for name in updated if name.count(".") >= 1} - set(DEFAULT_TARGET_MODULES))
         return (*DEFAULT_TARGET_MODULES, *own)
-    return parse_target_modules(targets)
+    return _parse(targets)
 
 
 def _score(folder: Path, delta: Mapping[str, torch.Tensor], fisher: Mapping[str, torch.Tensor],

@@ -37,6 +37,7 @@ import torch
 
 from em_tasks.atomic import remove_staged, replace_folder, staging_for
 from em_tasks.models.backend import HFBackend
+from em_tasks.models.targets import from_peft, parse_targets, peft_target
 from em_tasks.study.chat_encoding import (
     DEFAULT_MAX_LENGTH,
     IGNORE_INDEX,
@@ -174,7 +175,7 @@ def plan_training(
         raise ValueError(f"--dropout must be in [0, 1), got {dropout}")
     if grad_clip <= 0:
         raise ValueError(f"--grad-clip must be positive, got {grad_clip}")
-    modules = parse_target_modules(target_modules)
+    modules = parse_targets(target_modules, option="--target-modules", default=DEFAULT_TARGET_MODULES)
     adapter = None
     if init_adapter is not None:
         folder = Path(init_adapter).expanduser()
@@ -198,33 +199,6 @@ def plan_training(
 def _check_rank(rank: int, option: str) -> None:
     if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
         raise ValueError(f"{option} must be a positive whole number (LoRA rank, e.g. 16), got {rank!r}")
-
-
-def parse_target_modules(target_modules: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Module names from a comma list or a sequence, one regex kept whole; None gives the defaults."""
-    if target_modules is None:
-        return DEFAULT_TARGET_MODULES
-    if isinstance(target_modules, str) and _is_regex(target_modules):
-        return (target_modules,)
-    items = target_modules.split(",") if isinstance(target_modules, str) else list(target_modules)
-    modules = tuple(dict.fromkeys(str(m).strip() for m in items if str(m).strip()))
-    if not modules:
-        raise ValueError("--target-modules is empty; pass module names such as q_proj,v_proj")
-    return modules
-
-
-def _is_regex(text: str) -> bool:
-    return any(c in text for c in "\\*()|^$[]+?")
-
-
-def peft_target(model: Any, modules: Sequence[str]) -> str | list[str]:
-    """peft ``target_modules`` for ``modules``: a single regex passes through as given; module names are restricted
-    to the language model on a VLM."""
-    from em_tasks.models.layers import language_model_target
-
-    if len(modules) == 1 and _is_regex(modules[0]):
-        return modules[0]
-    return language_model_target(model, list(modules))
 
 
 # --- rows -------------------------------------------------------------------------------------------------------
@@ -309,8 +283,9 @@ def train(
         rank: LoRA rank.
         alpha: LoRA alpha: a number, ``rank`` or ``2rank`` (default; the update scale alpha/rank stays 2).
         rslora: Rank-stabilised scaling alpha/sqrt(rank) instead of alpha/rank.
-        target_modules: Module names to adapt (comma list), or one regex over full module names (peft's rule);
-            default: attention and MLP projections. Named modules are adapted in the language model only on a VLM.
+        target_modules: Module names to adapt (comma list), or one regex over full module names (peft's rule, see
+            :mod:`em_tasks.models.targets`); default: attention and MLP projections. Named modules are adapted in
+            the language model only on a VLM.
         lr: Peak AdamW learning rate.
         epochs: Passes over the data (ignored when ``max_steps`` is set).
         max_steps: Exact number of optimizer steps (the data is cycled as needed).
@@ -406,7 +381,7 @@ def _wrap(backend: HFBackend, plan: TrainPlan) -> tuple[Any, TrainPlan]:
         if config.base_model_name_or_path and not same_base(config.base_model_name_or_path, [plan.base]):
             logger.warning("--init-adapter %s was trained on '%s', not on '%s'", plan.init_adapter,
                            config.base_model_name_or_path, plan.base)
-        targets = _card_targets(Path(plan.init_adapter)) or _config_targets(config.target_modules)
+        targets = _card_targets(Path(plan.init_adapter)) or from_peft(config.target_modules)
         plan = replace(plan, rank=int(config.r), alpha=float(config.lora_alpha), rslora=bool(config.use_rslora),
                        target_modules=targets)
     else:
@@ -429,10 +404,6 @@ def _card_targets(folder: Path) -> tuple[str, ...] | None:
         if targets:
             return tuple(targets)
     return None
-
-
-def _config_targets(targets: Any) -> tuple[str, ...]:
-    return (targets,) if isinstance(targets, str) else tuple(sorted(targets or ()))
 
 
 def _batches(n: int, plan: TrainPlan, generator: torch.Generator) -> Iterator[list[int]]:
