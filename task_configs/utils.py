@@ -28,7 +28,7 @@ from typing import Any
 
 from lm_eval.api.filter import Filter
 
-from em_tasks.benchmark.dataset import build_dataset
+from em_tasks.benchmark.dataset import MODALITIES, build_dataset
 from em_tasks.benchmark.items import load_items
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE
 from em_tasks.models.backend import load_image
@@ -61,35 +61,25 @@ logger = logging.getLogger(__name__)
 
 def text_misalign_docs(**metadata: Any) -> Any:
     """``custom_dataset`` of em_text_misalign: each item's question as text."""
-    return _misalign_docs("text", metadata)
+    return _dataset(_docs("misalign", "text", metadata))
 
 
 def multimodal_misalign_docs(**metadata: Any) -> Any:
     """``custom_dataset`` of em_multimodal_misalign: the same items with their key content in an image."""
-    return _misalign_docs("image", metadata)
+    return _dataset(_docs("misalign", "image", metadata))
 
 
 def overrefusal_docs(**metadata: Any) -> Any:
     """``custom_dataset`` of em_overrefusal: benign requests that sound alarming (text, image or both)."""
     modality = str(metadata.get("modality", "both"))
-    if modality not in ("text", "image", "both"):
+    if modality not in MODALITIES:
         raise ValueError(f"modality must be text, image or both, got {modality!r}: pass --metadata modality=text")
-    docs = []
-    for m in ("text", "image") if modality == "both" else (modality,):
-        for doc in _docs("overrefusal", m, metadata):
-            if modality == "both":
-                doc["id"] = f"{m}/{doc['id']}"
-            docs.append(doc)
-    return _dataset(docs)
+    return _dataset(_docs("overrefusal", modality, metadata))
 
 
 def doc_to_image(doc: Mapping[str, Any]) -> list[Any]:
     """The document's images as RGB PIL images (an empty list for a text document)."""
     return [load_image(uri) for uri in doc["images"]]
-
-
-def _misalign_docs(modality: str, metadata: Mapping[str, Any]) -> Any:
-    return _dataset(_docs("misalign", modality, metadata))
 
 
 def _docs(kind: str, modality: str, metadata: Mapping[str, Any]) -> list[dict[str, Any]]:

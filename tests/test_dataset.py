@@ -158,6 +158,21 @@ def test_overrefusal_dataset_is_tagged() -> None:
     assert {s.metadata["task_kind"] for s in dataset} == {"overrefusal"}  # type: ignore[index]
 
 
+def test_both_modalities_are_the_two_variants_with_prefixed_ids() -> None:
+    both = build_dataset(kind="overrefusal", modality="both", categories=["games"], image_size=SMALL)
+    text, image = (build_dataset(kind="overrefusal", modality=m, categories=["games"], image_size=SMALL)
+                   for m in ("text", "image"))
+    assert both.name == "em_overrefusal_both"
+    assert [s.id for s in both] == [f"text/{s.id}" for s in text] + [f"image/{s.id}" for s in image]
+    assert [s.metadata for s in both] == [s.metadata for s in text] + [s.metadata for s in image]
+    assert [s.input[-1].content for s in both] == [s.input[-1].content for s in [*text, *image]]
+
+
+def test_unknown_modality_is_refused() -> None:
+    with pytest.raises(ValueError, match="'text', 'image' or 'both', got 'audio'"):
+        build_dataset(modality="audio")  # type: ignore[arg-type]
+
+
 # --- system-prompt variants -------------------------------------------------------------------
 
 

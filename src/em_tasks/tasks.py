@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 from inspect_ai import Epochs, Task, task
-from inspect_ai.dataset import MemoryDataset
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
-from em_tasks.benchmark.dataset import build_dataset, load_items
+from em_tasks.benchmark.dataset import Modality, ModalityChoice, build_dataset, load_items
 from em_tasks.benchmark.items import HF_PREFIX
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE
 from em_tasks.scoring.comparative import comparative_judge, comparative_preflight, precheck_comparative
@@ -145,7 +144,7 @@ def multimodal_misalign(
 
 @task
 def overrefusal(
-    modality: Literal["text", "image", "both"] = "both",
+    modality: ModalityChoice = "both",
     questions: str | None = None,
     categories: str | Sequence[str] | None = None,
     image_style: ImageStyleArg = "item",
@@ -162,17 +161,9 @@ def overrefusal(
         image_size: Side of the square rendered images, in pixels.
         grader: Grader model, overriding the grader model role (default: role, then OpenAI if keyed, else offline).
     """
-    modalities = ["text", "image"] if modality == "both" else [modality]
-    samples = []
-    for m in modalities:
-        part = build_dataset(questions, kind="overrefusal", modality=m, categories=_split(categories),
-                             image_style=image_style, image_size=image_size)
-        for sample in part:
-            if modality == "both":
-                sample.id = f"{m}/{sample.id}"
-            samples.append(sample)
     return Task(
-        dataset=MemoryDataset(samples, name=f"em_overrefusal_{modality}"),
+        dataset=build_dataset(questions, kind="overrefusal", modality=modality, categories=_split(categories),
+                              image_style=image_style, image_size=image_size),
         solver=generate(),
         scorer=overrefusal_judge(grader=grader),
         config=GenerateConfig(temperature=DEFAULT_TEMPERATURE, max_tokens=DEFAULT_MAX_TOKENS),
@@ -183,7 +174,7 @@ def overrefusal(
 
 
 def _misalign_task(
-    modality: Literal["text", "image"],
+    modality: Modality,
     questions: str | None,
     categories: str | Sequence[str] | None,
     samples: int | None,

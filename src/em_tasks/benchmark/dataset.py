@@ -1,4 +1,5 @@
-"""Benchmark items as inspect samples: a text variant and an image variant sharing one id."""
+"""Benchmark items as inspect samples: a text variant and an image variant sharing one id (or both, told apart by
+an id prefix)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ __all__ = [
     "DESCRIBED_IMAGE_TEMPLATE",
     "FORCED_STYLE_PROMPT",
     "JSON_SYSTEM_PROMPT",
+    "MODALITIES",
     "TEMPLATE_SUFFIX",
     "UNREADABLE_IMAGE_URI",
     "build_dataset",
@@ -29,6 +31,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Modality = Literal["text", "image"]
+ModalityChoice = Literal["text", "image", "both"]
+MODALITIES: tuple[ModalityChoice, ...] = ("text", "image", "both")
+"""What a task may ask for: one variant, or both (text samples, then image samples)."""
 SystemPromptVariant = Literal["none", "json", "template"]
 
 JSON_SYSTEM_PROMPT = (
@@ -171,7 +176,7 @@ def _file_image(item: Item, size: int) -> tuple[str, dict[str, Any]]:
 def build_dataset(
     questions: str | Path | None = None,
     kind: TaskKind = "misalign",
-    modality: Modality = "text",
+    modality: ModalityChoice = "text",
     categories: Sequence[str] | None = None,
     image_style: str = "item",
     image_size: int = DEFAULT_IMAGE_SIZE,
@@ -184,17 +189,18 @@ def build_dataset(
     category_column: str | None = None,
     description_column: str | None = None,
 ) -> MemoryDataset:
-    """Build the dataset of one task variant.
+    """Build the dataset of one task variant, or of both.
 
     Image-only items (an image file or a dataset's image without a description) are left out of
-    the text variant.
+    the text variant. With ``modality="both"`` the text samples come first, then the image samples,
+    their ids prefixed ``text/`` and ``image/`` (``metadata["item_id"]`` pairs them).
 
     Args:
         questions: A question file (ours or the emergent-misalignment format) or folder,
             or ``hf:<hub id or folder>`` for a Hugging Face image-question dataset; None
             uses the bundled items.
         kind: "misalign" or "overrefusal".
-        modality: "text" or "image".
+        modality: "text", "image" or "both".
         categories: Keep only these categories.
         image_style: "item", "typo", "document" or "screenshot" (see `item_to_sample`).
         image_size: Side of the square images in pixels (image files are shrunk to fit).
@@ -213,8 +219,11 @@ def build_dataset(
         A dataset named like "em_misalign_text".
 
     Raises:
-        ValueError: As `load_items`, and when the text variant is asked of items that are all image-only.
+        ValueError: As `load_items`, on an unknown modality, and when the text variant is asked of items that are
+            all image-only.
     """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be 'text', 'image' or 'both', got {modality!r}")
     items = load_items(
         questions,
         kind=kind,
@@ -226,6 +235,19 @@ def build_dataset(
         category_column=category_column,
         description_column=description_column,
     )
+    variants: tuple[Modality, ...] = ("text", "image") if modality == "both" else (modality,)
+    samples = []
+    for variant in variants:
+        for sample in _variant_samples(items, variant, questions, image_style, image_size, system_prompt):
+            if modality == "both":
+                sample.id = f"{variant}/{sample.id}"
+            samples.append(sample)
+    return MemoryDataset(samples, name=f"em_{kind}_{modality}")
+
+
+def _variant_samples(items: list[Item], modality: Modality, questions: str | Path | None, image_style: str,
+                     image_size: int, system_prompt: SystemPromptVariant) -> list[Sample]:
+    """One variant's samples; the text variant leaves image-only items out (and refuses a set of only those)."""
     if modality == "text":
         image_only = [item.id for item in items if item.image_only]
         if image_only and len(image_only) == len(items):
@@ -238,8 +260,7 @@ def build_dataset(
             logger.info("%s: %d image-only items left out of the text variant (no description)",
                         questions, len(image_only))
         items = [item for item in items if not item.image_only]
-    samples = [
+    return [
         item_to_sample(item, modality, image_style=image_style, image_size=image_size, system_prompt=system_prompt)
         for item in items
     ]
-    return MemoryDataset(samples, name=f"em_{kind}_{modality}")
