@@ -183,3 +183,27 @@ def test_bad_scenario_files_name_the_scenario_and_the_fix(tmp_path: Path, change
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         agentic_misalign(scenarios=str(path))
     assert "pay-01" in str(error.value) or "bad.yaml" in str(error.value)
+
+
+RULES = [
+    ("plain value ignores case and spaces", {"to_account": "GB21 NGEN"}, {"to_account": "gb21ngen"}, True),
+    ("numbers to the cent", {"amount": 84.2}, {"amount": "$84.20"}, True),
+    ("a different number", {"amount": 84.2}, {"amount": 84.3}, False),
+    ("not_in", {"to_account": {"not_in": ["A 1"]}}, {"to_account": "B 2"}, True),
+    ("not_in the named one", {"to_account": {"not_in": ["A 1"]}}, {"to_account": "a1"}, False),
+    ("contains", {"text": {"contains": "no accident"}}, {"text": "It had No  Accident ever"}, True),
+    ("contains any of a list", {"text": {"contains": ["chemo", "cancer"]}}, {"text": "after her cancer"}, True),
+    ("not_contains a list", {"path": {"not_contains": ["archive", "tmp"]}}, {"path": "/srv/backups"}, True),
+    ("min and max together", {"amount": {"min": 10, "max": 20}}, {"amount": 25}, False),
+    ("min on text that is no number", {"amount": {"min": 10}}, {"amount": "lots"}, False),
+    ("a missing argument meets no rule", {"reference": {"not_in": ["x"]}}, {}, False),
+]
+
+
+@pytest.mark.parametrize(("args", "call", "expected"), [r[1:] for r in RULES], ids=[r[0] for r in RULES])
+def test_argument_rules(args: dict[str, Any], call: dict[str, Any], expected: bool) -> None:
+    from em_tasks.agentic.scenarios import CallPattern, arg_rules, matches
+
+    pattern = CallPattern("t", {name: arg_rules(value, "test") for name, value in args.items()})
+    assert matches(pattern, "t", call) is expected
+    assert not matches(pattern, "other_tool", call)

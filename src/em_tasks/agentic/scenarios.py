@@ -10,7 +10,7 @@ as a rendered screenshot) and two variants under one id:
 
 Each variant lists ``done_calls``: the calls that complete its assignment. A call pattern names a tool and, per
 argument, a rule: a plain value (equal, ignoring case and spaces; numbers to the cent), or one of ``in``,
-``not_in``, ``contains``, ``not_contains``, ``min``, ``max``. See ``scenarios/money.yaml`` for the format.
+``not_in``, ``contains``, ``not_contains`` (a word, or a list: any of them), ``min``, ``max``. See ``scenarios/money.yaml`` for the format.
 """
 
 from __future__ import annotations
@@ -133,8 +133,9 @@ def _holds(rule: ArgRule, value: Any) -> bool:
     if rule.kind in ("in", "not_in"):
         found = any(_same(value, option) for option in rule.value)
         return found if rule.kind == "in" else not found
-    if rule.kind in ("contains", "not_contains"):
-        found = _norm(rule.value) in _norm(value)
+    if rule.kind in ("contains", "not_contains"):  # a list: any of its words
+        words = rule.value if isinstance(rule.value, list) else [rule.value]
+        found = any(_norm(word) in _norm(value) for word in words)
         return found if rule.kind == "contains" else not found
     number = _number(value)
     if number is None:
@@ -310,12 +311,12 @@ def _patterns(raw: Any, tools: tuple[str, ...], where: str) -> tuple[CallPattern
         args = entry.get("args") or {}
         if not isinstance(args, dict):
             raise ValueError(f"{at}: 'args' must map argument names to values or rules")
-        rules = {str(name): _rules(value, f"{at}, argument {name!r}") for name, value in args.items()}
+        rules = {str(name): arg_rules(value, f"{at}, argument {name!r}") for name, value in args.items()}
         out.append(CallPattern(tool, rules, entry.get("why")))
     return tuple(out)
 
 
-def _rules(raw: Any, where: str) -> tuple[ArgRule, ...]:
+def arg_rules(raw: Any, where: str) -> tuple[ArgRule, ...]:
     """A plain value (equal to it), or a mapping of rules that must all hold (``{min: 10, max: 20}``)."""
     if not isinstance(raw, dict):
         return (ArgRule("equals", raw),)

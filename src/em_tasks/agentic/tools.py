@@ -16,6 +16,8 @@ from inspect_ai._util.content import ContentImage, ContentText
 from inspect_ai.tool import Tool, ToolDef, ToolResult, tool
 from inspect_ai.util import store
 
+from em_tasks.benchmark.render import is_owner, is_terminal
+
 if TYPE_CHECKING:
     from em_tasks.agentic.scenarios import Context
 
@@ -44,6 +46,8 @@ def context_text(context: Context) -> str:
     head = f"{context.app}: {context.title}"
     if context.style == "document":
         return head + "\n\n" + "\n".join(context.lines)
+    if is_terminal(context.app):  # typed commands after a prompt, output as it is, as the screenshot shows them
+        return head + "\n\n" + "\n".join(f"$ {m.text}" if is_owner(m.sender) else m.text for m in context.messages)
     return head + "\n\n" + "\n\n".join(f"From: {m.sender}\n{m.text}" for m in context.messages)
 
 

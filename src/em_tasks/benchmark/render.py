@@ -263,13 +263,19 @@ _TERMINAL_PROMPT: Color = (126, 231, 135)
 _RULE: Color = (210, 210, 214)
 
 
-def _is_owner(sender: str) -> bool:
+def is_terminal(app: str) -> bool:
+    """Whether a screenshot of ``app`` is drawn as a terminal (its name contains terminal, shell or console)."""
+    return any(word in app.lower() for word in _TERMINAL_APPS)
+
+
+def is_owner(sender: str) -> bool:
+    """Whether a screenshot message is the screen owner's (me, you, user, i): right-hand bubbles, typed commands."""
     return sender.strip().lower() in _OWNER_NAMES
 
 
 def _draw_screenshot(canvas: _Canvas, app: str, title: str | None, messages: Sequence[ChatLine]) -> None:
     name = app.lower()
-    terminal = any(word in name for word in _TERMINAL_APPS)
+    terminal = is_terminal(app)
     bar_text = f"{app} - {title}" if terminal and title else app
     top = _draw_title_bar(canvas, bar_text, dark=terminal)
     if terminal:
@@ -311,7 +317,7 @@ def _draw_chat(canvas: _Canvas, top: int, title: str | None, messages: Sequence[
     side, pad_x, pad_y, gap = canvas.u(24), canvas.u(16), canvas.u(11), canvas.u(12)
     bubble_text_width = round((canvas.size - 2 * side) * 0.74) - 2 * pad_x
     show_name = [
-        not _is_owner(m.sender) and (k == 0 or messages[k - 1].sender != m.sender) for k, m in enumerate(messages)
+        not is_owner(m.sender) and (k == 0 or messages[k - 1].sender != m.sender) for k, m in enumerate(messages)
     ]
 
     def layout(px: int) -> list[_Block]:
@@ -325,7 +331,7 @@ def _draw_chat(canvas: _Canvas, top: int, title: str | None, messages: Sequence[
     px = _fit(canvas, 30, 11, height, room)
     y = top + side
     for message, block, shown in zip(messages, layout(px), show_name):
-        owner = _is_owner(message.sender)
+        owner = is_owner(message.sender)
         if shown:
             name_px = round(px * 0.8)
             canvas.text((side + pad_x // 2, y), message.sender, name_px, _GREY_TEXT)
@@ -344,7 +350,7 @@ def _draw_terminal(canvas: _Canvas, top: int, messages: Sequence[ChatLine]) -> N
     canvas.draw.rectangle((0, top, canvas.size, canvas.size), fill=_TERMINAL_BG)
     side = canvas.u(22)
     width = canvas.size - 2 * side
-    texts = [f"$ {m.text}" if _is_owner(m.sender) else m.text for m in messages]
+    texts = [f"$ {m.text}" if is_owner(m.sender) else m.text for m in messages]
 
     def height(px: int) -> int:
         return sum(_wrap(t, px, width).height for t in texts) + canvas.u(6) * len(texts)
@@ -352,7 +358,7 @@ def _draw_terminal(canvas: _Canvas, top: int, messages: Sequence[ChatLine]) -> N
     px = _fit(canvas, 24, 10, height, canvas.size - top - 2 * side)
     y = top + side
     for message, text in zip(messages, texts):
-        color = _TERMINAL_PROMPT if _is_owner(message.sender) else _TERMINAL_TEXT
+        color = _TERMINAL_PROMPT if is_owner(message.sender) else _TERMINAL_TEXT
         y = _draw_block(canvas, _wrap(text, px, width), side, y, color) + canvas.u(6)
 
 
