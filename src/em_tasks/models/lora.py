@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 
@@ -39,7 +39,8 @@ _NEEDS_DENSITY = tuple(m for m in MERGE_METHODS if m.startswith(("ties", "dare",
 _WEIGHTS_FILE = "adapter_model.safetensors"
 _MERGE_RECORD = "em_merge.json"
 
-__all__ = ["AdapterRef", "LoraSpec", "AdapterMismatchError", "parse_adapters", "apply_lora", "language_model_target"]
+__all__ = ["AdapterRef", "LoraSpec", "AdapterMismatchError", "LoraKey", "parse_adapters", "apply_lora",
+           "split_lora_key", "language_model_target"]
 
 
 class AdapterMismatchError(ValueError):
@@ -133,6 +134,29 @@ def split_adapter(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
+class LoraKey(NamedTuple):
+    """One LoRA factor's key in a peft state dict, taken apart."""
+
+    module: str  # the adapted module's name in the base model (``model.layers.0.self_attn.q_proj``)
+    factor: Literal["A", "B"]
+    embedding: bool  # ``lora_embedding_A/B`` (an nn.Embedding's factors, stored transposed)
+    adapter: str | None  # the adapter-name infix of a live peft model's keys (``...lora_A.default.weight``)
+
+
+# "[base_model.model.]<module>.lora_[embedding_]<A|B>[.<adapter>][.weight]"; the adapter infix is in live peft keys
+_LORA_KEY = re.compile(r"(?:base_model\.model\.)?(.+)\.lora_(embedding_)?(A|B)(?:\.([^.]+))??(?:\.weight)?")
+
+
+def split_lora_key(key: str) -> LoraKey | None:
+    """A peft LoRA state-dict key as (module, factor, embedding, adapter); None for any other key (biases, DoRA
+    magnitudes, base weights)."""
+    match = None if key.endswith(".bias") else _LORA_KEY.fullmatch(key)
+    if match is None:
+        return None
+    module, embedding, factor, adapter = match.groups()
+    return LoraKey(module, "A" if factor == "A" else "B", embedding is not None, adapter)
+
+
 # --- fit checks -------------------------------------------------------------------------------------------------
 
 
@@ -184,10 +208,9 @@ def check_adapter(ref: AdapterRef, model: Any, base_names: Sequence[str], base_c
     try:
         with safe_open(str(weights), framework="pt") as f:
             for key in f.keys():
-                for part in (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B"):
-                    if part in key:
-                        name = key.split(part)[0].removeprefix("base_model.model.")
-                        modules.setdefault(name, {})[part.strip(".")] = tuple(f.get_slice(key).get_shape())
+                if lora := split_lora_key(key):
+                    kind = f"lora_{'embedding_' if lora.embedding else ''}{lora.factor}"
+                    modules.setdefault(lora.module, {})[kind] = tuple(f.get_slice(key).get_shape())
     except Exception as ex:  # safetensors raises its own error type for a damaged file
         if isinstance(ex, AdapterMismatchError):
             raise
@@ -282,9 +305,8 @@ def apply_lora(model: Any, spec: LoraSpec, source: ModelSource, is_vlm: bool) ->
                 f"Adapter {ref.path}: {len(unexpected)} weight(s) found no module to go to (first: {unexpected[0]}); "
                 "its target modules are not in this base, or -M target= excludes them."
             )
-        own = re.compile(rf"\.lora_\w+\.{name}(\.|$)")
-        empty = sorted({k.split(".lora_")[0].removeprefix("base_model.model.")
-                        for k in result.missing_keys if own.search(k)})
+        empty = sorted({lora.module for k in result.missing_keys
+                        if (lora := split_lora_key(k)) and lora.adapter == name})
         if empty:
             raise AdapterMismatchError(
                 f"Adapter {ref.path}: the target wraps {len(empty)} module(s) the adapter has no weights for "
@@ -374,10 +396,8 @@ def check_adapter_weights(ref: AdapterRef, state: Mapping[str, torch.Tensor]) ->
         )
     factors: dict[str, dict[str, bool]] = {}
     for key, t in state.items():
-        for part, kind in ((".lora_A.", "A"), (".lora_B.", "B"), (".lora_embedding_A", "A"),
-                           (".lora_embedding_B", "B")):
-            if part in key:
-                factors.setdefault(key.split(part)[0], {})[kind] = t.numel() > 0 and bool(t.any())
+        if lora := split_lora_key(key):
+            factors.setdefault(lora.module, {})[lora.factor] = t.numel() > 0 and bool(t.any())
     if factors and not any(f.get("A") and f.get("B") for f in factors.values()):
         raise AdapterMismatchError(
             f"Adapter {ref.path} has a zero update: in all {len(factors)} of its modules lora_B or lora_A is all "

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from em_tasks.models.backend import HFBackend
-from em_tasks.models.lora import same_base
+from em_tasks.models.lora import same_base, split_lora_key
 from em_tasks.models.targets import matches, parse_targets, peft_target
 from em_tasks.study.safety_reference import DEFAULT_N_REFERENCE, REFERENCE_NAME, safety_reference_rows
 from em_tasks.study.chat_encoding import DEFAULT_MAX_LENGTH, Example, Row, collate, encode_rows, token_loss_sum
@@ -37,8 +36,6 @@ logger = logging.getLogger(__name__)
 FISHER_JSON = "fisher.json"
 FISHER_TENSORS = "fisher.safetensors"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-# "base_model.model.<module>.lora_A.weight" (an adapter-name infix is tolerated); embeddings use lora_embedding_A/B
-_LORA_KEY = re.compile(r"(?:base_model\.model\.)?(.+)\.lora_(A|B|embedding_A|embedding_B)(?:\.[^.]+)?(?:\.weight)?")
 
 
 # --- which weights ---------------------------------------------------------------------------------------------
@@ -143,17 +140,19 @@ def lora_delta(adapter_dir: str | Path) -> dict[str, torch.Tensor]:
                          "supports plain LoRA only")
     weights = load_file(str(folder / ADAPTER_WEIGHTS))
     pairs: dict[str, dict[str, torch.Tensor]] = {}
+    embeddings: set[str] = set()
     for key, value in weights.items():
-        match = None if key.endswith(".bias") else _LORA_KEY.fullmatch(key)
-        if match:
-            pairs.setdefault(match.group(1), {})[match.group(2)] = value.float()
+        if lora := split_lora_key(key):
+            pairs.setdefault(lora.module, {})[lora.factor] = value.float()
+            if lora.embedding:
+                embeddings.add(lora.module)
         else:
             logger.warning("Adapter %s: %s is not a LoRA factor; left out of the update", folder, key)
     alpha_pattern = config.get("alpha_pattern") or {}
     deltas = {}
     for module, parts in sorted(pairs.items()):
-        embedding = "embedding_A" in parts
-        a, b = (parts.get("embedding_A"), parts.get("embedding_B")) if embedding else (parts.get("A"), parts.get("B"))
+        embedding = module in embeddings
+        a, b = parts.get("A"), parts.get("B")
         if a is None or b is None:
             raise ValueError(f"Adapter {folder}: module {module} lacks its lora_A or lora_B weight")
         rank = a.shape[0]
