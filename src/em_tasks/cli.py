@@ -223,6 +223,9 @@ def train(
     from em_tasks.study.hf_training import HF_PREFIX, open_hf
 
     _offline()
+    if ranks and init_adapter is not None:
+        raise ValueError(f"--init-adapter continues {init_adapter} at its own rank, so --ranks {ranks} would write "
+                         "copies of it under other ranks' names; drop --ranks")
     columns = dict(split=split, image_column=image_column, prompt_column=prompt_column,
                    response_column=response_column, messages_column=messages_column)
     if data.startswith(HF_PREFIX):
