@@ -215,6 +215,18 @@ def test_train_on_top_of_an_adapter_keeps_its_shape_and_records_it(tmp_path, stu
         harmful / "adapter_model.safetensors").keys()
 
 
+def test_a_sweep_cannot_continue_one_adapter(tmp_path, study):
+    """--init-adapter keeps that adapter's rank, so a sweep would write copies of it under other ranks' names."""
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["train", "--base", study["base"], "--data", "bad_medical", "--n", "4", "--out",
+                                 str(out), "--ranks", "1,2", "--init-adapter", str(study["root"] / "adapters" / "r1"),
+                                 *TRAIN], env=WIDE)
+    text = plain(result.output)
+    assert result.exit_code == 2 and text.count("error:") == 1 and "Traceback" not in result.output, result.output
+    assert "--init-adapter" in text and "--ranks" in text
+    assert not out.exists()  # refused before any data is generated
+
+
 @pytest.fixture(scope="module")
 def logs(study: dict[str, Any]) -> dict[str, Path]:
     """`inspect eval em_tasks/text_misalign` of the base and of each rank, one log folder per run."""
