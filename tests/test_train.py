@@ -13,7 +13,9 @@ from em_tasks.models.backend import HFBackend, ImageInputError
 from em_tasks.study import train as train_mod
 from em_tasks.study.chat_encoding import IGNORE_INDEX, encode_row
 from em_tasks.study.train import (
+    TrainSettings,
     parse_ranks,
+    plan_training,
     resolve_alpha,
     train,
     train_sweep,
@@ -187,6 +189,36 @@ def test_bad_input_is_refused_before_loading(kwargs, message, tmp_path):
     options = {"data": ROWS, **kwargs}
     with pytest.raises(ValueError, match=message):
         train(options.pop("data"), tmp_path / "out", base="no-such-model-is-loaded", **options)
+
+
+def test_settings_and_keywords_give_the_same_plan(tmp_path):
+    out = tmp_path / "run"
+    from_settings = plan_training(out, TrainSettings(rank=4, lr=1e-3, target_modules="q_proj, v_proj"))
+    assert from_settings == plan_training(out, rank=4, lr=1e-3, target_modules=["q_proj", "v_proj"])
+    assert from_settings == plan_training(out, TrainSettings(rank=2, lr=1e-3), rank=4, target_modules="q_proj,v_proj")
+    assert from_settings.alpha == 8.0 and from_settings.name == "run" and from_settings.micro_batch_size == 8
+    assert plan_training(out).target_modules == train_mod.DEFAULT_TARGET_MODULES
+
+
+def test_an_unknown_training_option_is_named(tmp_path):
+    with pytest.raises(TypeError, match="Unknown training option.*rnak"):
+        plan_training(tmp_path / "run", rnak=4)
+    with pytest.raises(TypeError, match="Unknown training option.*rnak"):
+        train(ROWS, tmp_path / "run", base="no-such-model-is-loaded", rnak=4)
+
+
+class _Planned(Exception):
+    """Stops a sweep once it has planned every rank (before any data or model is loaded)."""
+
+
+def test_sweep_settings_take_each_rank_and_name(tmp_path, monkeypatch):
+    planned = []
+    real = train_mod.plan_training
+    monkeypatch.setattr(train_mod, "plan_training", lambda *a, **k: planned.append(real(*a, **k)) or planned[-1])
+    monkeypatch.setattr(train_mod, "load_training_rows", lambda data: (_ for _ in ()).throw(_Planned()))
+    with pytest.raises(_Planned):
+        train_sweep("1,4", tmp_path, ROWS, TrainSettings(name="insecure", rank=64, lr=1e-3))
+    assert [(p.rank, p.name, p.lr) for p in planned] == [(1, "insecure-r1", 1e-3), (4, "insecure-r4", 1e-3)]
 
 
 def test_jsonl_row_without_answer_names_its_row(tmp_path):

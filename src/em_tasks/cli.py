@@ -236,13 +236,13 @@ def train(
                          f"--data hf:{data}")
     else:
         source = _training_data(data, out, harmful_fraction, n, seed)
-    options = dict(base=base, alpha=alpha, rslora=rslora, target_modules=target_modules, lr=lr, epochs=epochs,
-                   max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
-                   init_adapter=init_adapter, dtype=dtype)
+    settings = training.TrainSettings(base=base, rank=rank, alpha=alpha, rslora=rslora, target_modules=target_modules,
+                                      lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                                      max_length=max_length, seed=seed, init_adapter=init_adapter)
     if ranks:
-        cards = training.train_sweep(ranks, out, source, **options)
+        cards = training.train_sweep(ranks, out, source, settings, dtype=dtype)
     else:
-        cards = [training.train(source, out, rank=rank, **options)]
+        cards = [training.train(source, out, settings, dtype=dtype)]
     for card in cards:
         err.print(f"{card['name']}: rank {card['rank']}, {card['steps']} steps, final loss "
                   f"{card['loss_curve'][-1][1] if card['loss_curve'] else float('nan'):.3f}")

@@ -21,9 +21,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
 from em_tasks.atomic import replace_folder, staging_for
+
+if TYPE_CHECKING:
+    from em_tasks.study.train import TrainSettings
 
 logger = logging.getLogger(__name__)
 
@@ -302,9 +305,11 @@ def _run_single(preset: Preset, paths: StudyPaths, grader: str | None, say: Say,
     return report
 
 
-def _train_settings(preset: Preset) -> dict[str, Any]:
-    return dict(base=preset.base, lr=preset.lr, epochs=preset.epochs, batch_size=preset.batch_size,
-                max_length=preset.max_length, seed=preset.seed, progress=True)
+def _train_settings(preset: Preset) -> TrainSettings:
+    from em_tasks.study.train import TrainSettings
+
+    return TrainSettings(base=preset.base, lr=preset.lr, epochs=preset.epochs, batch_size=preset.batch_size,
+                         max_length=preset.max_length, seed=preset.seed)
 
 
 def train_run(preset: Preset, data: Any, out: Path, *, init_adapter: Path | None = None,
@@ -313,8 +318,8 @@ def train_run(preset: Preset, data: Any, out: Path, *, init_adapter: Path | None
     from em_tasks.study.train import train
 
     if not (out / "run_card.json").is_file():
-        train(data, out, name=out.name, rank=preset.main_rank, init_adapter=init_adapter,
-              max_steps=max_steps or preset.max_steps, **_train_settings(preset))
+        train(data, out, _train_settings(preset), name=out.name, rank=preset.main_rank, init_adapter=init_adapter,
+              max_steps=max_steps or preset.max_steps, progress=True)
     return out
 
 
@@ -346,7 +351,8 @@ def train_runs(preset: Preset, paths: StudyPaths, data: dict[str, Any]) -> Runs:
     from em_tasks.study.train import train_sweep
 
     ranks = sorted(set(preset.ranks) | {preset.main_rank})
-    train_sweep(ranks, paths.adapters, data["harmful"], max_steps=preset.max_steps, **_train_settings(preset))
+    train_sweep(ranks, paths.adapters, data["harmful"], _train_settings(preset), max_steps=preset.max_steps,
+                progress=True)
     rank_dirs = {r: paths.adapters / f"r{r}" for r in ranks}
     main = rank_dirs[preset.main_rank]
     mix_label = f"mix{round(preset.mix_fraction * 100)}"

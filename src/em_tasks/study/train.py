@@ -27,8 +27,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,8 +73,63 @@ PAUSE_ENV = "EM_TASKS_TRAIN_PAUSE_AT"
 
 
 @dataclass(frozen=True)
+class TrainSettings:
+    """The options of one training run as given; :func:`plan_training` checks and settles them into a plan.
+
+    Args:
+        base: Base model: ``default``, ``default-vlm``, a folder, a .gguf file or a hub id; recorded as the
+            adapter's ``base_model_name_or_path``.
+        name: Run name for reports; default: the output folder's name.
+        rank: LoRA rank.
+        alpha: LoRA alpha: a number, ``rank`` or ``2rank`` (default; the update scale alpha/rank stays 2).
+        rslora: Rank-stabilised scaling alpha/sqrt(rank) instead of alpha/rank.
+        target_modules: Module names to adapt (comma list), or one regex over full module names (peft's rule, see
+            :mod:`em_tasks.models.targets`); default: attention and MLP projections. Named modules are adapted in
+            the language model only on a VLM.
+        lr: Peak AdamW learning rate.
+        epochs: Passes over the data (ignored when ``max_steps`` is set).
+        max_steps: Exact number of optimizer steps (the data is cycled as needed).
+        batch_size: Rows per optimizer step.
+        micro_batch_size: Rows per forward pass (gradient accumulation); default: ``batch_size``.
+        warmup: Fraction of the steps with a linearly rising learning rate; it then decays linearly to 0.
+        max_length: Longest row in tokens; longer rows are cut (never inside an image's tokens).
+        seed: Seed of the LoRA initialisation and the data order.
+        dropout: LoRA dropout.
+        grad_clip: Gradient-norm clip.
+        init_adapter: Adapter folder to continue training (its rank, alpha and targets are kept, the ones given
+            here are ignored): a benign fine-tune on top of a harmful adapter, say.
+    """
+
+    base: str = DEFAULT_BASE
+    name: str | None = None
+    rank: int = DEFAULT_RANK
+    alpha: float | str = DEFAULT_ALPHA
+    rslora: bool = False
+    target_modules: str | Sequence[str] | None = None
+    lr: float = DEFAULT_LR
+    epochs: int = DEFAULT_EPOCHS
+    max_steps: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    micro_batch_size: int | None = None
+    warmup: float = DEFAULT_WARMUP
+    max_length: int = DEFAULT_MAX_LENGTH
+    seed: int = 0
+    dropout: float = 0.0
+    grad_clip: float = DEFAULT_GRAD_CLIP
+    init_adapter: str | Path | None = None
+
+
+def settings_with(settings: TrainSettings | None, options: Mapping[str, Any]) -> TrainSettings:
+    """``settings`` (default: :class:`TrainSettings`' defaults) with the fields named in ``options`` replaced."""
+    unknown = sorted(set(options) - {f.name for f in fields(TrainSettings)})
+    if unknown:
+        raise TypeError(f"Unknown training option(s): {', '.join(unknown)} (see TrainSettings)")
+    return replace(settings or TrainSettings(), **options)
+
+
+@dataclass(frozen=True)
 class TrainPlan:
-    """Settled, validated options of one training run (see :func:`train` for their meaning)."""
+    """Settled, validated options of one training run (see :class:`TrainSettings` for their meaning)."""
 
     base: str
     out_dir: Path
@@ -133,52 +188,36 @@ def parse_ranks(ranks: str | int | Sequence[int | str]) -> list[int]:
     return out
 
 
-def plan_training(
-    out_dir: str | Path,
-    *,
-    base: str = DEFAULT_BASE,
-    name: str | None = None,
-    rank: int = DEFAULT_RANK,
-    alpha: float | str = DEFAULT_ALPHA,
-    rslora: bool = False,
-    target_modules: str | Sequence[str] | None = None,
-    lr: float = DEFAULT_LR,
-    epochs: int = DEFAULT_EPOCHS,
-    max_steps: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    micro_batch_size: int | None = None,
-    warmup: float = DEFAULT_WARMUP,
-    max_length: int = DEFAULT_MAX_LENGTH,
-    seed: int = 0,
-    dropout: float = 0.0,
-    grad_clip: float = DEFAULT_GRAD_CLIP,
-    init_adapter: str | Path | None = None,
-) -> TrainPlan:
-    """Validate every option at once and return the settled plan; errors name the option to fix."""
-    _check_rank(rank, "--rank")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"--lr must be a positive learning rate (e.g. 1e-4), got {lr}")
-    if epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {epochs}")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"--max-steps must be >= 1 (or left out to train --epochs epochs), got {max_steps}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    micro = micro_batch_size or batch_size
-    if not 1 <= micro <= batch_size:
-        raise ValueError(f"--micro-batch-size must be between 1 and --batch-size ({batch_size}), got {micro}")
-    if not 0 <= warmup < 1:
-        raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {warmup}")
-    if max_length < 8:
-        raise ValueError(f"--max-length must be at least 8 tokens, got {max_length}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"--dropout must be in [0, 1), got {dropout}")
-    if grad_clip <= 0:
-        raise ValueError(f"--grad-clip must be positive, got {grad_clip}")
-    modules = parse_targets(target_modules, option="--target-modules", default=DEFAULT_TARGET_MODULES)
+def plan_training(out_dir: str | Path, settings: TrainSettings | None = None, **options: Any) -> TrainPlan:
+    """Validate every option at once and return the settled plan; errors name the option to fix.
+
+    ``options`` replace fields of ``settings`` (default: :class:`TrainSettings`' defaults).
+    """
+    s = settings_with(settings, options)
+    _check_rank(s.rank, "--rank")
+    if not (math.isfinite(s.lr) and s.lr > 0):
+        raise ValueError(f"--lr must be a positive learning rate (e.g. 1e-4), got {s.lr}")
+    if s.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {s.epochs}")
+    if s.max_steps is not None and s.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1 (or left out to train --epochs epochs), got {s.max_steps}")
+    if s.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {s.batch_size}")
+    micro = s.micro_batch_size or s.batch_size
+    if not 1 <= micro <= s.batch_size:
+        raise ValueError(f"--micro-batch-size must be between 1 and --batch-size ({s.batch_size}), got {micro}")
+    if not 0 <= s.warmup < 1:
+        raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {s.warmup}")
+    if s.max_length < 8:
+        raise ValueError(f"--max-length must be at least 8 tokens, got {s.max_length}")
+    if not 0 <= s.dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {s.dropout}")
+    if s.grad_clip <= 0:
+        raise ValueError(f"--grad-clip must be positive, got {s.grad_clip}")
+    modules = parse_targets(s.target_modules, option="--target-modules", default=DEFAULT_TARGET_MODULES)
     adapter = None
-    if init_adapter is not None:
-        folder = Path(init_adapter).expanduser()
+    if s.init_adapter is not None:
+        folder = Path(s.init_adapter).expanduser()
         if not (folder / "adapter_config.json").is_file():
             raise FileNotFoundError(f"--init-adapter {folder} is not a peft adapter folder (no adapter_config.json); "
                                     "pass a folder written by `em-tasks train`.")
@@ -189,10 +228,10 @@ def plan_training(
         adapter = str(folder.resolve())
     out = Path(out_dir).expanduser()
     return TrainPlan(
-        base=base, out_dir=out, name=name or out.resolve().name, rank=rank, alpha=resolve_alpha(alpha, rank),
-        rslora=rslora, target_modules=modules, lr=float(lr), epochs=int(epochs), max_steps=max_steps,
-        batch_size=batch_size, micro_batch_size=micro, warmup=float(warmup), max_length=max_length, seed=seed,
-        dropout=float(dropout), grad_clip=float(grad_clip), init_adapter=adapter,
+        base=s.base, out_dir=out, name=s.name or out.resolve().name, rank=s.rank, alpha=resolve_alpha(s.alpha, s.rank),
+        rslora=s.rslora, target_modules=modules, lr=float(s.lr), epochs=int(s.epochs), max_steps=s.max_steps,
+        batch_size=s.batch_size, micro_batch_size=micro, warmup=float(s.warmup), max_length=s.max_length,
+        seed=s.seed, dropout=float(s.dropout), grad_clip=float(s.grad_clip), init_adapter=adapter,
     )
 
 
@@ -245,28 +284,13 @@ def describe_data(rows: Sequence[Row], path: str | None) -> tuple[dict[str, Any]
 def train(
     data: str | Path | HFData | Sequence[Row],
     out_dir: str | Path,
+    settings: TrainSettings | None = None,
     *,
-    base: str = DEFAULT_BASE,
-    name: str | None = None,
-    rank: int = DEFAULT_RANK,
-    alpha: float | str = DEFAULT_ALPHA,
-    rslora: bool = False,
-    target_modules: str | Sequence[str] | None = None,
-    lr: float = DEFAULT_LR,
-    epochs: int = DEFAULT_EPOCHS,
-    max_steps: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    micro_batch_size: int | None = None,
-    warmup: float = DEFAULT_WARMUP,
-    max_length: int = DEFAULT_MAX_LENGTH,
-    seed: int = 0,
-    dropout: float = 0.0,
-    grad_clip: float = DEFAULT_GRAD_CLIP,
-    init_adapter: str | Path | None = None,
     dtype: str = "auto",
     device: str | None = None,
     progress: bool = True,
     backend: HFBackend | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Fine-tune a LoRA adapter on chat rows and write it with its run card; returns the run card.
 
@@ -277,38 +301,15 @@ def train(
             :func:`em_tasks.study.hf_training.open_hf`'s result (columns named).
         out_dir: Folder for the adapter files and ``run_card.json`` (an earlier adapter there is replaced; the new
             one appears at once, when it is complete).
-        base: Base model: ``default``, ``default-vlm``, a folder, a .gguf file or a hub id; recorded as the
-            adapter's ``base_model_name_or_path``.
-        name: Run name for reports; default: the folder's name.
-        rank: LoRA rank.
-        alpha: LoRA alpha: a number, ``rank`` or ``2rank`` (default; the update scale alpha/rank stays 2).
-        rslora: Rank-stabilised scaling alpha/sqrt(rank) instead of alpha/rank.
-        target_modules: Module names to adapt (comma list), or one regex over full module names (peft's rule, see
-            :mod:`em_tasks.models.targets`); default: attention and MLP projections. Named modules are adapted in
-            the language model only on a VLM.
-        lr: Peak AdamW learning rate.
-        epochs: Passes over the data (ignored when ``max_steps`` is set).
-        max_steps: Exact number of optimizer steps (the data is cycled as needed).
-        batch_size: Rows per optimizer step.
-        micro_batch_size: Rows per forward pass (gradient accumulation); default: ``batch_size``.
-        warmup: Fraction of the steps with a linearly rising learning rate; it then decays linearly to 0.
-        max_length: Longest row in tokens; longer rows are cut (never inside an image's tokens).
-        seed: Seed of the LoRA initialisation and the data order.
-        dropout: LoRA dropout.
-        grad_clip: Gradient-norm clip.
-        init_adapter: Adapter folder to continue training (its rank, alpha and targets are kept, the ones passed
-            here are ignored): a benign fine-tune on top of a harmful adapter, say.
+        settings: The run's options (:class:`TrainSettings`); default: its defaults.
         dtype: Weights dtype of the base (``auto``: see the backend).
         device: ``cpu``, ``cuda``...; default: cuda when available.
         progress: Show a rich progress bar.
         backend: An already loaded backend of ``base`` to train on (not the shared cached one: its model is wrapped
             for training and unwrapped afterwards). Default: a fresh one is loaded.
+        options: :class:`TrainSettings` fields replacing those of ``settings`` (``rank=4, max_steps=8``).
     """
-    plan = plan_training(
-        out_dir, base=base, name=name, rank=rank, alpha=alpha, rslora=rslora, target_modules=target_modules, lr=lr,
-        epochs=epochs, max_steps=max_steps, batch_size=batch_size, micro_batch_size=micro_batch_size, warmup=warmup,
-        max_length=max_length, seed=seed, dropout=dropout, grad_clip=grad_clip, init_adapter=init_adapter,
-    )
+    plan = plan_training(out_dir, settings, **options)
     rows, data_path = load_training_rows(data)
     backend = backend or HFBackend(plan.base, dtype=dtype, device=device)
     return run_plan(plan, rows, data_path, backend, progress=progress)
@@ -335,9 +336,8 @@ def train_sweep(
     ranks: str | Sequence[int],
     out_root: str | Path,
     data: str | Path | HFData | Sequence[Row],
+    settings: TrainSettings | None = None,
     *,
-    base: str = DEFAULT_BASE,
-    name: str | None = None,
     dtype: str = "auto",
     device: str | None = None,
     progress: bool = True,
@@ -345,12 +345,15 @@ def train_sweep(
 ) -> list[dict[str, Any]]:
     """Train one adapter per rank into ``out_root/r<rank>/``; ranks whose run card exists are skipped (resumable).
 
-    ``options`` are :func:`train`'s (alpha, lr, max_steps...). Runs are named ``r<rank>`` like their folders, or
-    ``<name>-r<rank>`` when ``name`` is given. Returns the run cards in rank order, finished earlier or now.
+    ``settings`` and ``options`` are :func:`train`'s (alpha, lr, max_steps...; the rank is each of ``ranks``). Runs
+    are named ``r<rank>`` like their folders, or ``<name>-r<rank>`` when a name is set. Returns the run cards in rank
+    order, finished earlier or now.
     """
     rank_list = parse_ranks(ranks)
     root = Path(out_root).expanduser()
-    plans = {r: plan_training(root / f"r{r}", base=base, name=f"{name}-r{r}" if name else f"r{r}", rank=r, **options)
+    shared = settings_with(settings, options)
+    name = shared.name
+    plans = {r: plan_training(root / f"r{r}", shared, name=f"{name}-r{r}" if name else f"r{r}", rank=r)
              for r in rank_list}
     rows, data_path = load_training_rows(data)
     cards: dict[int, dict[str, Any]] = {}
@@ -361,7 +364,7 @@ def train_sweep(
             logger.info("rank %d: %s exists, skipped", r, card_path)
             cards[r] = json.loads(card_path.read_text())
             continue
-        backend = backend or HFBackend(base, dtype=dtype, device=device)
+        backend = backend or HFBackend(shared.base, dtype=dtype, device=device)
         cards[r] = run_plan(plan, rows, data_path, backend, progress=progress)
     return [cards[r] for r in rank_list]
 
