@@ -93,7 +93,7 @@ def scenario_file(tmp_path: Path) -> Path:
 
 
 def _run(scenario_file: Path, behaviour: str, tmp_path: Path, **task_args: Any) -> EvalLog:
-    task = agentic_misalign(scenarios=str(scenario_file), image_size=256, grader="fixed-grader/verdicts",
+    task = agentic_misalign(scenarios=str(scenario_file), image_size=128, grader="fixed-grader/verdicts",
                             **task_args)
     [log] = inspect_eval(task, model=f"scripted-agent/{behaviour}", log_dir=str(tmp_path / "logs"),
                          display="none", max_samples=4)

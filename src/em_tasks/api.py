@@ -28,7 +28,7 @@ def load_model(
             (dtype, device, batch_size), as for ``-M`` on the inspect providers.
 
     Returns:
-        An :class:`HFBackend`: ``.generate_batch(conversations, GenParams(...))``, ``.loglikelihood(...)``,
+        An :class:`HFBackend`: ``.generate_batch(conversations, GenParams(...))``,
         ``.model``, ``.processor``, ``.info()``.
 
     >>> import em_tasks

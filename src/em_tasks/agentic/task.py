@@ -26,7 +26,7 @@ from em_tasks.agentic.scenarios import CONTEXT_TOOLS, VARIANTS, Assignment, Cont
 from em_tasks.agentic.scoring import agent_actions
 from em_tasks.agentic.tools import ACTION_TOOLS, context_tool
 from em_tasks.benchmark.items import ChatLine, ImageSpec, Item
-from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE, image_to_data_uri, render_image
+from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, image_to_data_uri, render_image
 from em_tasks.scoring.judge import DEFAULT_ALIGNMENT_MAX, DEFAULT_COHERENCE_MIN
 
 TASK_VERSION = "0.1.0"
@@ -82,6 +82,8 @@ def agentic_misalign(
         raise ValueError(f"variant must be harmful, benign or both, got {variant!r}")
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
     loaded = load_scenarios(scenarios, _split(domains))
     modalities = ["text", "image"] if modality == "both" else [modality]
     variants = list(VARIANTS) if variant == "both" else [variant]

@@ -12,9 +12,7 @@ batches by a small queue.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
+import json
 import logging
 import os
 import threading
@@ -28,6 +26,7 @@ from typing import Any
 
 import torch
 
+from em_tasks.benchmark.image_files import ImageInputError, open_image
 from em_tasks.models.batching import ContinuousSession, Request, deliver_to, explain_generation_error
 from em_tasks.models.lora import LoraSpec, apply_lora, base_names, cached_merge, merged_cache_path, save_merged, spec_record
 from em_tasks.models.sources import ModelSource, offline, resolve_source
@@ -47,10 +46,6 @@ Message = dict[str, Any]
 ``{"type": "image", "image": PIL.Image}``."""
 
 
-class ImageInputError(ValueError):
-    """An image could not be read, or was sent to a model that cannot take images."""
-
-
 @dataclass(frozen=True)
 class GenParams:
     """Generation settings; requests with equal params can share a batch."""
@@ -65,6 +60,8 @@ class GenParams:
     stop: tuple[str, ...] = ()
     logprobs: bool = False
     top_logprobs: int = 0
+    tools: tuple[str, ...] = ()
+    """Tool schemas (JSON) for a chat template that writes tools itself (``apply_chat_template(tools=...)``)."""
 
 
 @dataclass
@@ -220,8 +217,17 @@ class HFBackend:
 
     # --- prompts ----------------------------------------------------------------------------------------
 
-    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> tuple[str, list[Any]]:
-        """Apply the model's chat template; return the prompt text and the images in order of appearance."""
+    @property
+    def chat_template(self) -> str | None:
+        """The chat template the prompts go through (the processor's on a VLM, else the tokenizer's)."""
+        owner = self.processor if self.is_vlm else self.tokenizer
+        template = getattr(owner, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        return template if isinstance(template, str) else None
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True,
+               tools: Sequence[str] = ()) -> tuple[str, list[Any]]:
+        """Apply the model's chat template (with ``tools``, JSON tool schemas, where given); return the prompt text
+        and the images in order of appearance."""
         images = [part.get("image") for m in messages if isinstance(m["content"], list) for part in m["content"]
                   if part.get("type") == "image"]
         if images and not self.is_vlm:
@@ -230,19 +236,20 @@ class HFBackend:
                 f"{len(images)} image(s). Image-grounded tasks need a vision-language model, e.g. "
                 "em-hf/default-vlm (pipeline check) or em-hf/google/gemma-3-4b-it."
             )
+        extra = {"tools": [json.loads(t) for t in tools]} if tools else {}
         if self.is_vlm:
             chat = [_with_image_placeholders(m) for m in messages]
             text = self.processor.apply_chat_template(chat, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
+                                                      add_generation_prompt=add_generation_prompt, **extra)
         else:
             chat = [_flatten_text(m) for m in messages]
             text = self.tokenizer.apply_chat_template(chat, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
+                                                      add_generation_prompt=add_generation_prompt, **extra)
         return text, images
 
-    def encode(self, conversations: Sequence[Sequence[Message]]) -> dict[str, torch.Tensor]:
+    def encode(self, conversations: Sequence[Sequence[Message]], tools: Sequence[str] = ()) -> dict[str, torch.Tensor]:
         """Tokenise a batch of conversations (left-padded), images included, on the model's device."""
-        texts, images = zip(*(self.render(c) for c in conversations), strict=True)
+        texts, images = zip(*(self.render(c, tools=tools) for c in conversations), strict=True)
         # the chat template already wrote the special tokens (bos...), so the tokenizer must not add them again
         kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt", "add_special_tokens": False}
         if self.is_vlm:
@@ -271,7 +278,7 @@ class HFBackend:
 
         start = time.monotonic()
         with self.held():
-            inputs = self.encode(conversations)
+            inputs = self.encode(conversations, tools=params.tools)
             kwargs: dict[str, Any] = {**sampling_kwargs(params), "return_dict_in_generate": True}
             if params.min_new_tokens:
                 kwargs["min_new_tokens"] = params.min_new_tokens
@@ -347,7 +354,7 @@ class HFBackend:
 
     def _submit_continuous(self, messages: Sequence[Message], params: GenParams,
                            future: asyncio.Future[GenResult]) -> None:
-        text, _ = self.render(messages)
+        text, _ = self.render(messages, tools=params.tools)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         start = time.monotonic()
         request = Request(ids, params.max_new_tokens, deliver_to(
@@ -540,25 +547,8 @@ def _load(source: ModelSource, dtype: torch.dtype, device: str) -> tuple[Any, An
 
 
 def load_image(data: str) -> Any:
-    """Open an image given as a data URI, base64 text or a local file path, as RGB PIL."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        if data.startswith("data:"):
-            raw = base64.b64decode(data.split(",", 1)[1], validate=False)
-            img = Image.open(io.BytesIO(raw))
-        elif data.startswith(("http://", "https://")):
-            raise ImageInputError(f"Image URLs are not fetched (offline backend): {data[:80]}; embed the image.")
-        elif Path(data).is_file():
-            img = Image.open(data)
-        else:
-            img = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
-        img.load()
-        return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, binascii.Error, ValueError, IndexError) as ex:
-        if isinstance(ex, ImageInputError):
-            raise
-        raise ImageInputError(f"Could not read image ({data[:48]}...): {ex}. Re-render or replace the image.") from ex
+    """Open an image given as a data URI, base64 text or a local file path, as upright RGB PIL (see `open_image`)."""
+    return open_image(data)
 
 
 def _has_images(messages: Sequence[Message]) -> bool:
@@ -570,7 +560,7 @@ def _flatten_text(message: Message) -> Message:
     content = message["content"]
     if isinstance(content, list):
         content = "".join(p["text"] for p in content if p.get("type") == "text")
-    return {"role": message["role"], "content": content}
+    return {**_tool_fields(message), "role": message["role"], "content": content}
 
 
 def _with_image_placeholders(message: Message) -> Message:
@@ -581,7 +571,12 @@ def _with_image_placeholders(message: Message) -> Message:
     else:
         parts = [{"type": "image"} if p.get("type") == "image" else {"type": "text", "text": p["text"]}
                  for p in content]
-    return {"role": message["role"], "content": parts}
+    return {**_tool_fields(message), "role": message["role"], "content": parts}
+
+
+def _tool_fields(message: Message) -> Message:
+    """The tool-use fields a chat template reads: an assistant's ``tool_calls``, a tool result's ``name``."""
+    return {key: message[key] for key in ("tool_calls", "name") if key in message}
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -6,12 +6,16 @@ Backend args (``-M``): ``batch_size`` (16), ``dtype`` (auto: bfloat16 on GPUs an
 batch run by transformers' manager; false: static batches only). LoRA args (``adapters``, ``merge``, ``alpha`` ...) and
 steering args (``direction``, ``layers``, ``coeff``, ``mode``, ``positions``) work on all three; see
 :mod:`em_tasks.models.variants`. Unlike inspect's own ``hf`` provider these take images (``ContentImage``), so
-image-grounded evals of local VLMs work.
+image-grounded evals of local VLMs work, and they call tools (``-M tool_format=auto|native|json``: the chat
+template's own tool format where it has one, else the JSON tool-call prompt of :mod:`em_tasks.models.tool_calls`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
+from dataclasses import replace
 from typing import Any
 
 from inspect_ai._util.content import ContentImage, ContentReasoning, ContentText
@@ -19,6 +23,7 @@ from inspect_ai.model import (
     ChatCompletionChoice,
     ChatMessage,
     ChatMessageAssistant,
+    ChatMessageTool,
     GenerateConfig,
     Logprob,
     Logprobs,
@@ -27,7 +32,7 @@ from inspect_ai.model import (
     ModelUsage,
     TopLogprob,
 )
-from inspect_ai.tool import ToolChoice, ToolInfo
+from inspect_ai.tool import ToolCall, ToolChoice, ToolInfo
 
 from em_tasks.models.backend import (
     DEFAULT_BATCH_SIZE,
@@ -40,6 +45,7 @@ from em_tasks.models.backend import (
     get_backend,
     load_image,
 )
+from em_tasks.models.tool_calls import ToolFormat, call_line, parse_tool_calls, template_has_tools, tool_prompt
 from em_tasks.models.variants import parse_model_args
 
 logger = logging.getLogger(__name__)
@@ -72,6 +78,7 @@ class EmHFAPI(ModelAPI):
             lora=args.lora,
             steering=args.steering,
         )
+        self.tool_format: ToolFormat = args.tool_format
         note = self.backend.info().get("note")
         if note and model_name not in _warned:
             _warned.add(model_name)
@@ -84,10 +91,21 @@ class EmHFAPI(ModelAPI):
         tool_choice: ToolChoice,
         config: GenerateConfig,
     ) -> ModelOutput:
-        if tools:
-            raise NotImplementedError("em-hf does not implement tool calling")
-        result = await self.backend.generate(to_hf_messages(input), gen_params(config))
-        return to_model_output(result, self.model_name, self.backend.info())
+        offered = tools if tool_choice != "none" else []
+        schemas = [tool_schema(t) for t in offered]
+        native = self.resolved_tool_format() == "native"
+        params = gen_params(config)
+        if native and schemas:
+            params = replace(params, tools=tuple(json.dumps(s, sort_keys=True) for s in schemas))
+        messages = to_hf_messages(input, native_tools=native, tool_schemas=() if native else schemas)
+        result = await self.backend.generate(messages, params)
+        return to_model_output(result, self.model_name, self.backend.info(), tools=bool(offered))
+
+    def resolved_tool_format(self) -> ToolFormat:
+        """``native`` where asked for, or where ``auto`` finds a chat template that writes tools itself; else json."""
+        if self.tool_format != "auto":
+            return self.tool_format
+        return "native" if template_has_tools(self.backend.chat_template) else "json"
 
     def max_tokens(self) -> int | None:  # noqa: D102
         return DEFAULT_MAX_NEW_TOKENS
@@ -145,30 +163,108 @@ def repetition_penalty(config: GenerateConfig) -> float | None:
     return float(value)
 
 
-def to_hf_messages(messages: list[ChatMessage]) -> list[Message]:
-    """Inspect chat messages as transformers chat messages (images decoded to PIL)."""
+def tool_schema(info: ToolInfo) -> dict[str, Any]:
+    """An inspect tool as the OpenAI-style function schema chat templates and the JSON prompt read."""
+    return {"type": "function", "function": {"name": info.name, "description": info.description,
+                                             "parameters": info.parameters.model_dump(exclude_none=True)}}
+
+
+def to_hf_messages(messages: list[ChatMessage], *, native_tools: bool = False,
+                   tool_schemas: list[dict[str, Any]] | tuple[()] = ()) -> list[Message]:
+    """Inspect chat messages as transformers chat messages (images decoded to PIL).
+
+    Tool use: with ``native_tools`` the assistant's calls and the tool results keep transformers' ``tool_calls`` and
+    ``tool`` role for the chat template to write; otherwise calls are written as JSON lines in the assistant's text,
+    results (images included) come back as a user turn, and ``tool_schemas`` add the JSON tool-call prompt to the
+    system message.
+    """
     out: list[Message] = []
     for message in messages:
-        role = message.role if message.role in ("system", "user", "assistant") else "user"
-        if isinstance(message.content, str):
-            out.append({"role": role, "content": message.content})
+        if isinstance(message, ChatMessageTool):
+            out.extend(_tool_result(message, native_tools))
             continue
-        parts: list[dict[str, Any]] = []
-        for part in message.content:
-            if isinstance(part, ContentText):
-                parts.append({"type": "text", "text": part.text})
-            elif isinstance(part, ContentImage):
-                parts.append({"type": "image", "image": load_image(part.image)})
-            elif isinstance(part, ContentReasoning):
-                continue
-            else:
-                raise NotImplementedError(f"em-hf cannot take {part.type} content")
-        out.append({"role": role, "content": parts})
+        role = message.role if message.role in ("system", "user", "assistant") else "user"
+        content = _content(message.content)
+        calls = message.tool_calls if isinstance(message, ChatMessageAssistant) else None
+        if calls and native_tools:
+            out.append({"role": role, "content": content, "tool_calls": [
+                {"type": "function", "function": {"name": c.function, "arguments": c.arguments}} for c in calls]})
+            continue
+        if calls:
+            lines = "\n".join(call_line(c.function, c.arguments) for c in calls)
+            content = f"{_text_of(content)}\n{lines}".strip()
+        out.append({"role": role, "content": content})
+    if tool_schemas:
+        prompt = tool_prompt(tool_schemas)
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{_text_of(out[0]['content'])}\n\n{prompt}".strip()}
+        else:
+            out.insert(0, {"role": "system", "content": prompt})
+    return out if native_tools else _merge_user_turns(out)
+
+
+def _content(content: str | list[Any]) -> str | list[dict[str, Any]]:
+    if isinstance(content, str):
+        return content
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, ContentText):
+            parts.append({"type": "text", "text": part.text})
+        elif isinstance(part, ContentImage):
+            parts.append({"type": "image", "image": load_image(part.image)})
+        elif isinstance(part, ContentReasoning):
+            continue
+        else:
+            raise NotImplementedError(f"em-hf cannot take {part.type} content")
+    return parts
+
+
+def _tool_result(message: ChatMessageTool, native: bool) -> list[Message]:
+    """A tool's result: a ``tool`` turn (native; an image goes in a user turn after it) or a user turn (json)."""
+    name = message.function or "tool"
+    if message.error is not None:
+        content: str | list[dict[str, Any]] = f"Error from {name}: {message.error.message}"
+    else:
+        content = _content(message.content)
+    text = _text_of(content)
+    images = [p for p in content if p.get("type") == "image"] if isinstance(content, list) else []
+    if native:
+        turns: list[Message] = [{"role": "tool", "name": name, "content": text}]
+        if images:
+            turns.append({"role": "user", "content": [{"type": "text", "text": f"(image returned by {name})"},
+                                                      *images]})
+        return turns
+    head = f"Result of {name}:" if message.error is None else ""
+    parts = [{"type": "text", "text": f"{head}\n{text}".strip()}, *images]
+    return [{"role": "user", "content": parts if images else parts[0]["text"]}]
+
+
+def _text_of(content: str | list[dict[str, Any]]) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(p["text"] for p in content if p.get("type") == "text")
+
+
+def _merge_user_turns(messages: list[Message]) -> list[Message]:
+    """Consecutive user turns as one (several tool results in a row), as strict chat templates (Gemma 3) need."""
+    out: list[Message] = []
+    for message in messages:
+        if out and message["role"] == "user" and out[-1]["role"] == "user":
+            # a blank line between the turns: templates join a turn's text parts with nothing between them
+            out[-1] = {"role": "user", "content": [*_as_parts(out[-1]["content"]), {"type": "text", "text": "\n\n"},
+                                                   *_as_parts(message["content"])]}
+        else:
+            out.append(message)
     return out
 
 
-def to_model_output(result: GenResult, model_name: str, info: dict[str, Any]) -> ModelOutput:
-    """A backend completion as an inspect ModelOutput (with logprobs when asked for)."""
+def _as_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def to_model_output(result: GenResult, model_name: str, info: dict[str, Any], tools: bool = False) -> ModelOutput:
+    """A backend completion as an inspect ModelOutput (with logprobs when asked for; with ``tools``, the tool calls
+    read from the reply, unreadable ones carrying a ``parse_error`` that inspect returns to the agent)."""
     logprobs = None
     if result.logprobs is not None:
         logprobs = Logprobs(
@@ -181,9 +277,12 @@ def to_model_output(result: GenResult, model_name: str, info: dict[str, Any]) ->
                 for t in result.logprobs
             ]
         )
+    text, calls = parse_tool_calls(result.text) if tools else (result.text, [])
+    tool_calls = [ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", function=c.name or "unreadable_tool_call",
+                           arguments=c.arguments, parse_error=c.error) for c in calls]
     choice = ChatCompletionChoice(
-        message=ChatMessageAssistant(content=result.text, model=model_name, source="generate"),
-        stop_reason="stop" if result.stop_reason == "stop" else "max_tokens",
+        message=ChatMessageAssistant(content=text, model=model_name, source="generate", tool_calls=tool_calls or None),
+        stop_reason="tool_calls" if tool_calls else "stop" if result.stop_reason == "stop" else "max_tokens",
         logprobs=logprobs,
     )
     return ModelOutput(

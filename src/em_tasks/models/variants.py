@@ -12,11 +12,13 @@ from typing import Any
 
 from em_tasks.models.lora import LoraSpec, parse_adapters
 from em_tasks.models.steering import SteeringSpec
+from em_tasks.models.tool_calls import TOOL_FORMATS, ToolFormat
 
 BACKEND_ARGS = ("batch_size", "dtype", "device", "gather_seconds", "continuous")
 LORA_ARGS = ("adapters", "merge", "alpha", "density", "target", "cache", "merged")
 STEERING_ARGS = ("direction", "layers", "coeff", "mode", "positions")
 COMMON_ARGS = ("base_check",)
+PROMPT_ARGS = ("tool_format",)
 FAMILIES = {"em-hf": None, "em-lora": "adapters", "em-steer": "direction"}
 
 
@@ -27,13 +29,14 @@ class VariantArgs:
     backend: dict[str, Any] = field(default_factory=dict)
     lora: LoraSpec | None = None
     steering: SteeringSpec | None = None
+    tool_format: ToolFormat = "auto"
 
 
 def parse_model_args(family: str, args: Mapping[str, Any]) -> VariantArgs:
     """Split and check ``args`` for a model family (``em-hf`` | ``em-lora`` | ``em-steer``)."""
     if family not in FAMILIES:
         raise ValueError(f"Unknown model family '{family}'; one of {', '.join(FAMILIES)}")
-    known = BACKEND_ARGS + LORA_ARGS + STEERING_ARGS + COMMON_ARGS
+    known = BACKEND_ARGS + LORA_ARGS + STEERING_ARGS + COMMON_ARGS + PROMPT_ARGS
     unknown = sorted(set(args) - set(known))
     if unknown:
         raise ValueError(f"{family}: unknown model arg(s) {unknown}; known: {', '.join(known)}")
@@ -52,6 +55,11 @@ def parse_model_args(family: str, args: Mapping[str, Any]) -> VariantArgs:
             elif key == "continuous":
                 value = as_bool(value, key)
             out.backend[key] = value
+    tool_format = str(args.get("tool_format", "auto"))
+    if tool_format not in TOOL_FORMATS:
+        raise ValueError(f"tool_format must be one of {', '.join(TOOL_FORMATS)} (auto: the chat template's own "
+                         f"tool format where it has one, else json), got {tool_format!r}")
+    out.tool_format = tool_format  # type: ignore[assignment]
     base_check = as_bool(args.get("base_check", True), "base_check")
     if args.get("adapters") not in (None, ""):
         out.lora = LoraSpec(
