@@ -105,6 +105,7 @@ def test_vlm_export_keeps_the_processor_and_equals_em_lora_on_an_image(tiny_vlm_
 
 
 def test_card_records_base_adapters_merge_and_provenance(tiny_llama_dir, text_adapter, tmp_path):
+    (tmp_path / ".card.partial-1" / "model").mkdir(parents=True)  # left by a killed export into the same folder
     out = export(tiny_llama_dir, f"{text_adapter}:2,{text_adapter}:-1", tmp_path / "card", merge="ties",
                  density=0.5, alpha=0.75)
     record = json.loads((out / EXPORT_RECORD).read_text())
@@ -117,7 +118,7 @@ def test_card_records_base_adapters_merge_and_provenance(tiny_llama_dir, text_ad
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: transformers" in card
     assert digest in card and "Merge `ties`, alpha 0.75, density 0.5" in card
-    assert not list(tmp_path.glob(".*"))  # no staging folder left beside it
+    assert not list(tmp_path.glob(".*"))  # no staging folder left beside it, ours or the killed one's
 
 
 def test_is_current_follows_adapter_contents_and_settings(tiny_llama_dir, text_adapter, tmp_path):
@@ -171,6 +172,29 @@ def test_a_failed_forced_export_keeps_the_old_folder(tiny_llama_dir, text_adapte
     with pytest.raises(RuntimeError, match="disk full"):
         run_export(plan_export(str(tiny_llama_dir), str(text_adapter), {}, out, dtype="float32", force=True))
     assert [p.name for p in tmp_path.iterdir()] == ["merged"] and [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+def test_replacing_a_folder_puts_the_old_one_back_when_the_new_one_cannot_go_in(tmp_path, monkeypatch):
+    import os
+
+    from em_tasks.atomic import replace_folder
+
+    out, staging = tmp_path / "merged", tmp_path / ".merged.partial-1"
+    out.mkdir()
+    (out / "old.txt").write_text("previous export")
+    staging.mkdir()
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(src) == staging:
+            raise OSError("rename failed")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="rename failed"):
+        replace_folder(staging, out)
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".merged.partial-1", "merged"]
 
 
 # --- the command line ---------------------------------------------------------------------------------------

@@ -137,12 +137,18 @@ def remove_staged(out: Path) -> None:
 
 def replace_folder(staging: Path, out: Path) -> None:
     """Put a complete ``staging`` folder at ``out`` by renames: an older ``out`` (folder or link) is moved aside, the
-    new one renamed in, the old one deleted; ``out`` is never half-written."""
+    new one renamed in, the old one deleted; ``out`` is never half-written. Should renaming the new one in fail, the
+    old one is put back, so ``out`` stays as it was."""
     old = None
     if out.exists() or out.is_symlink():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
-    os.replace(staging, out)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
     if old is None:
         return
     if old.is_dir() and not old.is_symlink():

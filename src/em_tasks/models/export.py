@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from typing import Any
 
 import torch
 
+from em_tasks.atomic import remove_staged, replace_folder, staging_for
 from em_tasks.models.lora import _MERGE_RECORD, LoraSpec, save_merged
 from em_tasks.models.sources import ModelSource, _file_digest, offline, resolve_source
 from em_tasks.models.variants import STEERING_ARGS, parse_model_args
@@ -201,24 +201,20 @@ def export_record(plan: ExportPlan, source: ModelSource, dtype: torch.dtype, *, 
 
 
 def publish(model: Any, processor: Any, record: Mapping[str, Any], out: Path, force: bool) -> None:
-    """Write the folder beside ``out`` (the merge cache's atomic writer), add the card, then move it into place."""
+    """Write the folder beside ``out`` (the merge cache's atomic writer), add the card, then move it into place
+    (:func:`em_tasks.atomic.replace_folder`: an old ``out`` is kept until the new one is in, and put back should that
+    fail). Staging folders that killed exports into ``out`` left are removed first."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    remove_staged(out)
+    staging = staging_for(out)
+    staging.mkdir()
     try:
-        built = staging / "model"
+        built = staging / "model"  # save_merged's lock file and temporary folder go beside it, inside staging
         save_merged(model, processor, built, record)
         os.replace(built / _MERGE_RECORD, built / EXPORT_RECORD)
         (built / "README.md").write_text(model_card(record, out.name), encoding="utf-8")
         check_out(out, force)  # the folder may have filled up while we merged
-        if out.exists():  # empty, or replaced with --force: keep the old one until the new one is in place
-            os.replace(out, staging / "old")
-            try:
-                os.replace(built, out)
-            except BaseException:
-                os.replace(staging / "old", out)
-                raise
-        else:
-            os.replace(built, out)
+        replace_folder(built, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
