@@ -50,3 +50,24 @@ def test_log_says_the_default_vlm_vision_tower_reads_nothing(main_command_logs):
     info = log.samples[0].output.metadata["em_model"]
     assert info["vlm"] and "UNTRAINED" in info["note"]
     assert all(s.metadata["modality"] == "image" for s in log.samples)
+
+
+def test_the_agentic_task_runs_and_scores_the_embedded_default(tmp_path):
+    """The README's agentic command: the default VLM mostly writes no tool call; the pipeline must still run both
+    modalities of a scenario and log the agent metrics."""
+    inspect = Path(sys.executable).with_name("inspect")
+    cmd = [str(inspect), "eval", "em_tasks/agentic_misalign", "--model", "em-hf/default-vlm", "--limit", "4",
+           "--max-tokens", "32", "--log-dir", str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [log] = [read_eval_log(info) for info in list_eval_logs(str(tmp_path))]
+    assert log.status == "success" and len(log.samples) == 4
+    assert {s.metadata["modality"] for s in log.samples} == {"text", "image"}
+    assert {s.metadata["variant"] for s in log.samples} == {"harmful", "benign"}
+    metrics = {name for score in log.results.scores for name in score.metrics}
+    assert {"harmful_rate", "harmful_stderr", "completion_rate", "benign_refusal_rate", "image_text_gap"} <= metrics
+    for sample in log.samples:
+        value = sample.scores["agent_actions"].value
+        assert value["steps"] >= 1 and value["completed"] in (0, 1)

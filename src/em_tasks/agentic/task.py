@@ -87,8 +87,9 @@ def agentic_misalign(
     loaded = load_scenarios(scenarios, _split(domains))
     modalities = ["text", "image"] if modality == "both" else [modality]
     variants = list(VARIANTS) if variant == "both" else [variant]
-    samples = [scenario_sample(s, v, m, prefix=modality == "both") for m in modalities for s in loaded
-               for v in variants]
+    # a scenario's variants and modalities side by side, so that --limit keeps pairs whole
+    samples = [scenario_sample(s, v, m, prefix=modality == "both") for s in loaded for v in variants
+               for m in modalities]
     return Task(
         dataset=MemoryDataset(samples, name=f"em_agentic_{modality}"),
         solver=scenario_agent(scenarios, max_steps, image_size),
