@@ -49,8 +49,8 @@ def test_image_task_sends_images_to_the_vlm(tiny_vlm_dir, tmp_path, monkeypatch)
     seen = []
     original = HFBackend.encode
 
-    def spy(self, conversations):
-        out = original(self, conversations)
+    def spy(self, conversations, **kwargs):
+        out = original(self, conversations, **kwargs)
         seen.append(tuple(out.get("pixel_values", ()).shape) if "pixel_values" in out else None)
         return out
 
