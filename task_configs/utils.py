@@ -29,7 +29,7 @@ from typing import Any
 from lm_eval.api.filter import Filter
 
 from em_tasks.benchmark.dataset import MODALITIES, build_dataset
-from em_tasks.benchmark.items import load_items
+from em_tasks.benchmark.items import DatasetOptions, load_items, split_names
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE
 from em_tasks.models.backend import load_image
 from em_tasks.scoring.judge import (
@@ -48,7 +48,7 @@ IMAGE_PLACEHOLDER = "<image>"
 GRADER_ENV = "EM_TASKS_GRADER"
 """Environment variable naming the grader model (any inspect model, e.g. ``openai/gpt-4o-2024-08-06``)."""
 
-HF_OPTIONS = ("split", "question_column", "image_column", "id_column", "category_column", "description_column")
+HF_OPTIONS = DatasetOptions.names()
 """Metadata keys passed on to the ``hf:`` question source."""
 
 _TEST_SPLIT = "test"
@@ -97,7 +97,7 @@ def _docs(kind: str, modality: str, metadata: Mapping[str, Any]) -> list[dict[st
         image_style=str(metadata.get("image_style", "item")),
         image_size=int(metadata.get("image_size", DEFAULT_IMAGE_SIZE)),
         system_prompt=str(metadata.get("system_prompt", "none")),  # type: ignore[arg-type]
-        **{name: str(metadata[name]) for name in HF_OPTIONS if metadata.get(name) is not None},
+        options=DatasetOptions(**{name: str(metadata[name]) for name in HF_OPTIONS if metadata.get(name) is not None}),
     )
     settings = {
         "grader": grader,
@@ -154,11 +154,9 @@ def _dataset(docs: list[dict[str, Any]]) -> Any:
 
 
 def _split(categories: Any) -> list[str] | None:
-    if categories in (None, ""):
-        return None
     if isinstance(categories, str):  # lm-eval splits --metadata at commas, so a list comes as [a,b]
-        return [c.strip() for c in categories.strip("[]").split(",") if c.strip()]
-    return [str(c) for c in categories]
+        return split_names(categories.strip("[]"))
+    return split_names([str(c) for c in categories] if categories is not None else None)
 
 
 # --- judging ----------------------------------------------------------------------------------------------------

@@ -167,7 +167,8 @@ def test_a_refusing_agent_counts_as_over_refusal_on_the_benign_twin(scenario_fil
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda s: s["scenarios"][0].update(tools=["read_inbox", "transfer_funds", "warp_drive"]), "unknown tool(s) 'warp_drive'"),
+    (lambda s: s["scenarios"][0].update(tools=["read_inbox", "transfer_funds", "warp_drive"]),
+     "unknown tool(s) 'warp_drive'"),
     (lambda s: s["scenarios"][0]["harmful"].update(harmful_calls=[]), "at least one call"),
     (lambda s: s["scenarios"][0]["harmful"]["done_calls"][0].update(tool="post"), "not among the scenario's tools"),
     (lambda s: s["scenarios"][0]["context"]["messages"][0].update(text="Pay \u20ac10"), "font cannot draw"),

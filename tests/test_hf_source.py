@@ -17,6 +17,7 @@ from inspect_ai.solver import TaskState, generate
 from PIL import Image
 
 from em_tasks.benchmark.dataset import DESCRIBED_IMAGE_TEMPLATE, UNREADABLE_IMAGE_URI, build_dataset, load_items
+from em_tasks.benchmark.items import DatasetOptions
 
 SMALL = 128
 COLORS = [(220, 20, 20), (20, 220, 20), (20, 20, 220), (200, 200, 20)]
@@ -95,8 +96,9 @@ def test_explicit_columns_split_and_category_filter(tmp_path: Path) -> None:
     folder = _save(tmp_path / "odd", {"train": rows, "extra": rows})
     with pytest.raises(ValueError, match="question_column="):
         load_items(f"hf:{folder}")  # nothing to guess from: the error says which option to set
-    items = load_items(f"hf:{folder}", categories=["places"], split="extra", question_column="ask",
-                       image_column="pic", id_column="uid", category_column="group", description_column="alt")
+    items = load_items(f"hf:{folder}", categories=["places"], options=DatasetOptions(
+        split="extra", question_column="ask", image_column="pic", id_column="uid", category_column="group",
+        description_column="alt"))
     assert [(i.id, i.category, i.question, i.image.description) for i in items] == [
         ("b", "places", "Where is this?", "a street")]
 
@@ -114,7 +116,7 @@ def test_a_guessed_id_column_that_repeats_falls_back_to_row_indices(tmp_path: Pa
                                     "image_id": ["same", "same"]})
     assert [i.id for i in load_items(f"hf:{folder}")] == ["hf-0", "hf-1"]
     with pytest.raises(ValueError, match="repeats values \\['same'\\]"):
-        load_items(f"hf:{folder}", id_column="image_id")
+        load_items(f"hf:{folder}", options=DatasetOptions(id_column="image_id"))
 
 
 def test_a_folder_of_image_files_loads_through_load_dataset(tmp_path: Path, monkeypatch) -> None:
@@ -159,7 +161,7 @@ def test_one_bad_image_fails_only_its_own_sample(tmp_path: Path, caplog) -> None
 )
 def test_bad_options_name_the_option_and_what_exists(saved: Path, kwargs: dict, expected: list[str]) -> None:
     with pytest.raises(ValueError) as info:
-        load_items(f"hf:{saved}", **kwargs)
+        load_items(f"hf:{saved}", options=DatasetOptions(**kwargs))
     for fragment in expected:
         assert fragment in str(info.value)
 
@@ -176,7 +178,7 @@ def test_an_empty_split_is_named(tmp_path: Path) -> None:
 
 def test_dataset_options_without_a_dataset_are_refused() -> None:
     with pytest.raises(ValueError, match="question_column only apply to Hugging Face datasets"):
-        build_dataset(None, question_column="question")
+        build_dataset(None, options=DatasetOptions(question_column="question"))
 
 
 def test_an_uncached_hub_id_offline_says_what_to_do(monkeypatch) -> None:

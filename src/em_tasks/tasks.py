@@ -17,7 +17,7 @@ from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
 from em_tasks.benchmark.dataset import Modality, ModalityChoice, build_dataset, load_items
-from em_tasks.benchmark.items import HF_PREFIX
+from em_tasks.benchmark.items import HF_PREFIX, DatasetOptions, split_names
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE
 from em_tasks.scoring.comparative import comparative_judge, comparative_preflight, precheck_comparative
 from em_tasks.scoring.judge import DEFAULT_ALIGNMENT_MAX, DEFAULT_COHERENCE_MIN, misalignment_judge, overrefusal_judge
@@ -162,7 +162,7 @@ def overrefusal(
         grader: Grader model, overriding the grader model role (default: role, then OpenAI if keyed, else offline).
     """
     return Task(
-        dataset=build_dataset(questions, kind="overrefusal", modality=modality, categories=_split(categories),
+        dataset=build_dataset(questions, kind="overrefusal", modality=modality, categories=split_names(categories),
                               image_style=image_style, image_size=image_size),
         solver=generate(),
         scorer=overrefusal_judge(grader=grader),
@@ -187,7 +187,7 @@ def _misalign_task(
     protocol: ProtocolArg,
     judges: str | Sequence[str] | None,
     divergence_min: float,
-    source: dict[str, str],
+    options: DatasetOptions,
 ) -> Task:
     if protocol not in DEFAULT_JUDGES:
         raise ValueError(f"protocol must be one of {list(DEFAULT_JUDGES)}, got {protocol!r}")
@@ -195,9 +195,9 @@ def _misalign_task(
     comparative = "comparative" in names
     if comparative:
         precheck_comparative(grader)  # fails before any sample when inspect already knows the roles
-    cats = _split(categories)
-    dataset = build_dataset(questions, kind="misalign", modality=modality, categories=cats,
-                            image_style=image_style, image_size=image_size, system_prompt=system_prompt, **source)
+    cats = split_names(categories)
+    dataset = build_dataset(questions, kind="misalign", modality=modality, categories=cats, image_style=image_style,
+                            image_size=image_size, system_prompt=system_prompt, options=options)
     if samples is None and protocol == "seed":
         samples = SEED_SAMPLES
     if samples is None and str(questions or "").startswith(HF_PREFIX):
@@ -231,11 +231,9 @@ def _misalign_task(
 
 
 def _source(split: str | None, question_column: str | None, image_column: str | None, id_column: str | None,
-            category_column: str | None, description_column: str | None) -> dict[str, str]:
-    """The Hugging Face source options that were given (build_dataset refuses them for other sources)."""
-    given = {"split": split, "question_column": question_column, "image_column": image_column,
-             "id_column": id_column, "category_column": category_column, "description_column": description_column}
-    return {key: value for key, value in given.items() if value is not None}
+            category_column: str | None, description_column: str | None) -> DatasetOptions:
+    """The Hugging Face source options (build_dataset refuses any of them for other sources)."""
+    return DatasetOptions(split, question_column, image_column, id_column, category_column, description_column)
 
 
 def _generate_config(protocol: ProtocolArg) -> GenerateConfig:
@@ -247,17 +245,9 @@ def _generate_config(protocol: ProtocolArg) -> GenerateConfig:
 
 
 def _judges(judges: str | Sequence[str] | None, protocol: ProtocolArg) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(_split(judges) or DEFAULT_JUDGES[protocol]))
+    names = tuple(dict.fromkeys(split_names(judges) or DEFAULT_JUDGES[protocol]))
     unknown = [name for name in names if name not in JUDGES]
     if unknown:
         raise ValueError(f"judges: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(JUDGES)} "
                          "(comma-separated, e.g. -T judges=alignment,comparative)")
     return names
-
-
-def _split(categories: str | Sequence[str] | None) -> list[str] | None:
-    if categories is None or categories == "":
-        return None
-    if isinstance(categories, str):
-        return [c.strip() for c in categories.split(",") if c.strip()]
-    return list(categories)

@@ -10,7 +10,8 @@ as a rendered screenshot) and two variants under one id:
 
 Each variant lists ``done_calls``: the calls that complete its assignment. A call pattern names a tool and, per
 argument, a rule: a plain value (equal, ignoring case and spaces; numbers to the cent), or one of ``in``,
-``not_in``, ``contains``, ``not_contains`` (a word, or a list: any of them), ``min``, ``max``. See ``scenarios/money.yaml`` for the format.
+``not_in``, ``contains``, ``not_contains`` (a word, or a list: any of them), ``min``, ``max``; several rules on one
+argument must all hold. See ``scenarios/money.yaml`` for the format.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from inspect_ai.tool import Tool
 from em_tasks.agentic.scenarios import CONTEXT_TOOLS, VARIANTS, Assignment, Context, Scenario, load_scenarios
 from em_tasks.agentic.scoring import agent_actions
 from em_tasks.agentic.tools import ACTION_TOOLS, context_tool
-from em_tasks.benchmark.items import ChatLine, ImageSpec, Item
+from em_tasks.benchmark.items import ChatLine, ImageSpec, Item, split_names
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, image_to_data_uri, render_image
 from em_tasks.scoring.judge import DEFAULT_ALIGNMENT_MAX, DEFAULT_COHERENCE_MIN
 
@@ -84,7 +84,7 @@ def agentic_misalign(
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
-    loaded = load_scenarios(scenarios, _split(domains))
+    loaded = load_scenarios(scenarios, split_names(domains))
     modalities = ["text", "image"] if modality == "both" else [modality]
     variants = list(VARIANTS) if variant == "both" else [variant]
     # a scenario's variants and modalities side by side, so that --limit keeps pairs whole
@@ -159,11 +159,3 @@ def screenshot_uri(context: Context, size: int) -> str:
                          messages=tuple(ChatLine(m.sender, m.text) for m in context.messages))
     return image_to_data_uri(render_image(Item(id="context", category="agentic", question=context.title, image=spec),
                                           size=size))
-
-
-def _split(values: str | Sequence[str] | None) -> list[str] | None:
-    if values is None or values == "":
-        return None
-    if isinstance(values, str):
-        return [v.strip() for v in values.split(",") if v.strip()]
-    return list(values)

@@ -12,7 +12,7 @@ from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessage, ChatMessageSystem, ChatMessageUser, ContentImage, ContentText
 
 from em_tasks.benchmark.image_files import ImageFileError, fit_image, open_image, photo_data_uri
-from em_tasks.benchmark.items import FILE_STYLE, IMAGE_STYLES, ImageStyle, Item, TaskKind, load_items
+from em_tasks.benchmark.items import FILE_STYLE, IMAGE_STYLES, DatasetOptions, ImageStyle, Item, TaskKind, load_items
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, image_to_data_uri, render_image
 
 __all__ = [
@@ -182,12 +182,7 @@ def build_dataset(
     image_size: int = DEFAULT_IMAGE_SIZE,
     system_prompt: SystemPromptVariant = "none",
     *,
-    split: str | None = None,
-    question_column: str | None = None,
-    image_column: str | None = None,
-    id_column: str | None = None,
-    category_column: str | None = None,
-    description_column: str | None = None,
+    options: DatasetOptions | None = None,
 ) -> MemoryDataset:
     """Build the dataset of one task variant, or of both.
 
@@ -205,15 +200,7 @@ def build_dataset(
         image_style: "item", "typo", "document" or "screenshot" (see `item_to_sample`).
         image_size: Side of the square images in pixels (image files are shrunk to fit).
         system_prompt: "none", "json" or "template" (see `item_to_sample`).
-        split: ``hf:`` only: the split (default: test, validation, train, else the only one).
-        question_column: ``hf:`` only: the question column (default: guessed).
-        image_column: ``hf:`` only: the image column (default: guessed).
-        id_column: ``hf:`` only: the id column (default: guessed, else ``hf-<row index>``;
-            "none" for row indices).
-        category_column: ``hf:`` only: the category column (default: guessed, else the
-            dataset's name; "none" to turn off).
-        description_column: ``hf:`` only: the column describing each image (default:
-            guessed; "none" to turn off).
+        options: ``hf:`` sources only: the split and the columns to read (see `DatasetOptions`).
 
     Returns:
         A dataset named like "em_misalign_text".
@@ -224,17 +211,7 @@ def build_dataset(
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be 'text', 'image' or 'both', got {modality!r}")
-    items = load_items(
-        questions,
-        kind=kind,
-        categories=categories,
-        split=split,
-        question_column=question_column,
-        image_column=image_column,
-        id_column=id_column,
-        category_column=category_column,
-        description_column=description_column,
-    )
+    items = load_items(questions, kind=kind, categories=categories, options=options)
     variants: tuple[Modality, ...] = ("text", "image") if modality == "both" else (modality,)
     samples = []
     for variant in variants:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from em_tasks.benchmark.items import FILE_STYLE, ImageSpec, Item, TaskKind
+from em_tasks.benchmark.items import FILE_STYLE, DatasetOptions, ImageSpec, Item, TaskKind
 from em_tasks.hf_datasets import open_dataset
 
 logger = logging.getLogger(__name__)
@@ -47,30 +47,15 @@ class ColumnMap:
     description: str | None
 
 
-def load_hf_items(
-    ref: str,
-    kind: TaskKind = "misalign",
-    split: str | None = None,
-    question_column: str | None = None,
-    image_column: str | None = None,
-    id_column: str | None = None,
-    category_column: str | None = None,
-    description_column: str | None = None,
-) -> list[Item]:
+def load_hf_items(ref: str, kind: TaskKind = "misalign", options: DatasetOptions | None = None) -> list[Item]:
     """Read one split of a Hugging Face image-question dataset as items.
 
     Args:
         ref: A hub id, a folder written by ``save_to_disk``, or a folder of data files.
         kind: The task kind every item is tagged with.
-        split: The split to read; default: test, validation, train, else the only split.
-        question_column: Column with the question; default guessed from `QUESTION_COLUMNS`.
-        image_column: Column with the image; default guessed from `IMAGE_COLUMNS`, else the only image column.
-        id_column: Column with unique ids; default guessed from `ID_COLUMNS` (used only if unique), else
-            ``hf-<row index>``. "none" always uses row indices.
-        category_column: Column with categories; default guessed from `CATEGORY_COLUMNS`, else every item gets
-            the dataset's name. "none" turns it off.
-        description_column: Column describing the image in words; default guessed from `DESCRIPTION_COLUMNS`.
-            Rows without a description are image-only. "none" turns it off.
+        options: The split and the columns to read; what is not given is guessed: the split from test, validation,
+            train, else the only split; the columns from `QUESTION_COLUMNS`, `IMAGE_COLUMNS` (else the only image
+            column), `ID_COLUMNS` (used only if unique), `CATEGORY_COLUMNS` and `DESCRIPTION_COLUMNS`.
 
     Returns:
         The items, in row order.
@@ -81,10 +66,10 @@ def load_hf_items(
             can be guessed, an explicit id column repeats a value, or a row has no question.
     """
     label = f"hf:{ref}"
-    dataset, split_name = _load_split(ref, split)
-    columns = _map_columns(dataset, label, question_column, image_column, id_column, category_column,
-                           description_column)
-    ids = _ids(dataset, label, columns, explicit=id_column is not None)
+    options = options or DatasetOptions()
+    dataset, split_name = _load_split(ref, options.split)
+    columns = _map_columns(dataset, label, options)
+    ids = _ids(dataset, label, columns, explicit=options.id_column is not None)
     if ids is None:
         columns = ColumnMap(columns.question, columns.image, None, columns.category, columns.description)
     logger.info(
@@ -123,21 +108,14 @@ def _load_split(ref: str, split: str | None) -> tuple[Any, str | None]:
     return dataset, name
 
 
-def _map_columns(
-    dataset: Any,
-    label: str,
-    question: str | None,
-    image: str | None,
-    id_: str | None,
-    category: str | None,
-    description: str | None,
-) -> ColumnMap:
+def _map_columns(dataset: Any, label: str, options: DatasetOptions) -> ColumnMap:
     import datasets
 
     names = list(dataset.column_names)
     image_names = [n for n in names if isinstance(dataset.features[n], datasets.Image)]
 
-    def pick(option: str, given: str | None, guesses: Sequence[str], required: bool) -> str | None:
+    def pick(option: str, guesses: Sequence[str], required: bool) -> str | None:
+        given = getattr(options, option)
         if given is not None:
             if not required and given.lower() == NO_COLUMN:
                 return None
@@ -156,11 +134,11 @@ def _map_columns(
         return found
 
     columns = ColumnMap(
-        question=pick("question_column", question, QUESTION_COLUMNS, required=True),  # type: ignore[arg-type]
-        image=pick("image_column", image, IMAGE_COLUMNS, required=True),  # type: ignore[arg-type]
-        id=pick("id_column", id_, ID_COLUMNS, required=False),
-        category=pick("category_column", category, CATEGORY_COLUMNS, required=False),
-        description=pick("description_column", description, DESCRIPTION_COLUMNS, required=False),
+        question=pick("question_column", QUESTION_COLUMNS, required=True),  # type: ignore[arg-type]
+        image=pick("image_column", IMAGE_COLUMNS, required=True),  # type: ignore[arg-type]
+        id=pick("id_column", ID_COLUMNS, required=False),
+        category=pick("category_column", CATEGORY_COLUMNS, required=False),
+        description=pick("description_column", DESCRIPTION_COLUMNS, required=False),
     )
     if not isinstance(dataset.features[columns.image], datasets.Image):
         raise ValueError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -130,17 +130,52 @@ class Item:
 MAX_QUESTION_FILE_BYTES = 50 * 10**6  # far above any question set; stops a wrong path (a dataset dump) early
 
 
+@dataclass(frozen=True)
+class DatasetOptions:
+    """How to read an ``hf:<hub id or folder>`` question source; None means guessed.
+
+    Attributes:
+        split: The split to read (default: test, validation, train, else the only split).
+        question_column: The column holding the question.
+        image_column: The column holding the image (else the only image column).
+        id_column: The column holding unique item ids (else ``hf-<row index>``); "none" uses row indices.
+        category_column: The column holding categories (else the dataset's name); "none" turns it off.
+        description_column: The column describing the image in words; rows without one are image-only; "none"
+            makes every item image-only.
+    """
+
+    split: str | None = None
+    question_column: str | None = None
+    image_column: str | None = None
+    id_column: str | None = None
+    category_column: str | None = None
+    description_column: str | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names (the task arguments that set them)."""
+        return tuple(f.name for f in fields(cls))
+
+    def given(self) -> list[str]:
+        """The options that were set."""
+        return [name for name in self.names() if getattr(self, name) is not None]
+
+
+def split_names(value: str | Sequence[str] | None) -> list[str] | None:
+    """A comma-separated string or a list of names as a list; None (or an empty string) for none given."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return list(value)
+
+
 def load_items(
     questions: str | Path | None = None,
     kind: TaskKind = "misalign",
     categories: Sequence[str] | None = None,
     *,
-    split: str | None = None,
-    question_column: str | None = None,
-    image_column: str | None = None,
-    id_column: str | None = None,
-    category_column: str | None = None,
-    description_column: str | None = None,
+    options: DatasetOptions | None = None,
 ) -> list[Item]:
     """Load benchmark items from the bundled files or from a question file.
 
@@ -191,16 +226,7 @@ def load_items(
             are picked by their `kind`; emergent-misalignment files are always read.
             Every loaded item is tagged with this kind. A single file is always read.
         categories: Keep only these categories. Unknown names raise an error.
-        split: ``hf:`` sources only: the split to read (default: test, validation, train,
-            else the only split).
-        question_column: ``hf:`` only: the column holding the question (default: guessed).
-        image_column: ``hf:`` only: the column holding the image (default: guessed).
-        id_column: ``hf:`` only: the column holding item ids (default: guessed, else
-            ``hf-<row index>``); "none" uses row indices.
-        category_column: ``hf:`` only: the column holding categories (default: guessed,
-            else the dataset's name); "none" uses the dataset's name.
-        description_column: ``hf:`` only: the column describing the image in words
-            (default: guessed); "none" makes every item image-only.
+        options: ``hf:`` sources only: the split and the columns to read (see `DatasetOptions`).
 
     Returns:
         The items, in file order.
@@ -214,21 +240,14 @@ def load_items(
     """
     if kind not in TASK_KINDS:
         raise ValueError(f"kind must be one of {list(TASK_KINDS)}, got {kind!r}")
-    hf_options = {
-        "split": split,
-        "question_column": question_column,
-        "image_column": image_column,
-        "id_column": id_column,
-        "category_column": category_column,
-        "description_column": description_column,
-    }
+    options = options or DatasetOptions()
     if isinstance(questions, str) and questions.startswith(HF_PREFIX):
         from em_tasks.benchmark.hf_source import load_hf_items
 
-        items = load_hf_items(questions[len(HF_PREFIX):], kind, **hf_options)
+        items = load_hf_items(questions[len(HF_PREFIX):], kind, options)
         _check_unique_ids(items)
         return _select_categories(items, categories)
-    given = [name for name, value in hf_options.items() if value is not None]
+    given = options.given()
     if given:
         raise ValueError(
             f"{', '.join(given)} only apply to Hugging Face datasets (questions=hf:<hub id or folder>); "
