@@ -316,8 +316,21 @@ def test_fisher_scores_each_adapter_and_reuses_its_diagonal(study, fisher):
     # the folder holding the adapters names the same runs; the base's diagonal is reused, the proxies are equal
     again = em_tasks("fisher", root / "adapters", "--base", study["base"], "--out", root / "fisher",
                      "--n-reference", "4")
-    assert again == fisher
+    # the same proxies (the first run may also show the diagonal's progress bar)
+    assert re.findall(r"r\d+: proxy \S+", again) == re.findall(r"r\d+: proxy \S+", fisher)
     assert mtimes(root / "fisher", "*.safetensors") == diagonal
+
+
+def test_fisher_targets_choose_the_modules_and_too_few_are_named(study, tmp_path):
+    root = study["root"]
+    adapter = root / "adapters" / f"r{RANKS[0]}"
+    em_tasks("fisher", adapter, "--base", study["base"], "--out", tmp_path / "all", "--n-reference", "2",
+             "--targets", ".*_proj")
+    assert json.loads((tmp_path / "all" / "fisher.json").read_text())["targets"] == ".*_proj"
+    # the adapter also updates modules outside q_proj: the proxy would leave them out, so it is refused
+    result = runner.invoke(app, ["fisher", str(adapter), "--base", study["base"], "--out", str(tmp_path / "q"),
+                                 "--n-reference", "2", "--targets", "q_proj"])
+    assert result.exit_code == 2 and "--targets covering the adapter's target modules" in result.output
 
 
 def test_report_over_the_study_folder(study, logs, directions_from_log, fisher):

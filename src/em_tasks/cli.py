@@ -327,12 +327,16 @@ def fisher(
     n_reference: Annotated[int, typer.Option(help="Rows of the built-in safety reference set")] = 256,
     reference: Annotated[Path | None, typer.Option(help="Your own reference rows (JSONL chat rows)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    targets: Annotated[str | None, typer.Option(help="Modules whose base weights get a Fisher entry: a comma list "
+                                                     "of names (language model only) or one regex; default: the "
+                                                     "attention and MLP projections plus what the adapters "
+                                                     "update")] = None,
 ) -> None:
     """Diagonal Fisher of the base on safety data, and each adapter's Fisher-weighted update size (the proxy)."""
     from em_tasks.study.fisher import run_fisher
 
     _offline()
-    result = run_fisher(base, adapters, out, n_reference=n_reference, reference=reference, seed=seed)
+    result = run_fisher(base, adapters, out, n_reference=n_reference, reference=reference, seed=seed, targets=targets)
     for run in result["runs"]:
         err.print(f"{run['run']}: proxy {run['proxy']:.4g}")
 
