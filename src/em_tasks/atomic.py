@@ -29,7 +29,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_once", "cache_lock", "is_complete", "staging_for", "remove_staged", "replace_folder"]
+__all__ = ["build_once", "cache_lock", "is_complete", "staging_for", "remove_staged", "replace_folder", "write_file"]
 
 WAIT_LOG_SECONDS = 60.0
 
@@ -155,3 +155,17 @@ def replace_folder(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         old.unlink()
+
+
+def write_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write one file whole or not at all: ``write`` fills a hidden sibling (``.<stem>.partial-<pid><suffix>``),
+    which is renamed onto ``path`` once it returns; a run killed mid-way leaves no truncated ``path`` that a rerun
+    would take for finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path

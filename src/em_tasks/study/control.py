@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from em_tasks.atomic import write_file
 
 if TYPE_CHECKING:
     from em_tasks.study.pipeline import ModelSpec, Preset, StudyPaths
@@ -118,13 +119,10 @@ def write_control_data(questions: Sequence[ControlQuestion], folder: Path) -> di
     for side in ("misaligned", "aligned"):
         path = folder / f"control-{side}.jsonl"
         if not path.is_file():
-            tmp = path.with_suffix(".tmp")
-            with tmp.open("w", encoding="utf-8") as f:
-                for q in questions:
-                    row = {"id": q.id, "messages": [{"role": "user", "content": q.question},
-                                                    {"role": "assistant", "content": getattr(q, side)}]}
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            os.replace(tmp, path)
+            rows = [{"id": q.id, "messages": [{"role": "user", "content": q.question},
+                                              {"role": "assistant", "content": getattr(q, side)}]} for q in questions]
+            write_file(path, lambda partial, rows=rows: partial.write_text(
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"))
         out[side] = path
     return out
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
-from em_tasks.atomic import replace_folder, staging_for
+from em_tasks.atomic import replace_folder, staging_for, write_file
 
 if TYPE_CHECKING:
     from em_tasks.study.train import TrainSettings
@@ -277,14 +277,8 @@ def _build_atomically(path: Path, fraction: float, n: int, preset: Preset) -> Pa
     writing leaves no truncated file that the next run would take for finished."""
     from em_tasks.study.narrow_data import build_dataset
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        build_dataset(preset.domain, fraction=fraction, n=n, modality="text", seed=preset.seed, out=partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    return write_file(path, lambda partial: build_dataset(preset.domain, fraction=fraction, n=n, modality="text",
+                                                          seed=preset.seed, out=partial))
 
 
 def _run_single(preset: Preset, paths: StudyPaths, grader: str | None, say: Say, start: float) -> Path:
