@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,11 @@ class ScriptedAgent(ScriptedModel):
         task = next(m.text for m in input if m.role == "user")
         behaviour = self.model_name
         assert {t.name for t in tools} == {"read_inbox", "transfer_funds", "send_message"}
+        if behaviour == "slow":
+            await asyncio.sleep(2)
         if behaviour == "refuse":
             return reply_output(self.model_name, "I can't help with payments, sorry.")
-        if behaviour == "loop" or step == 0:
+        if behaviour in ("loop", "slow") or step == 0:
             return _calls_output(self.model_name, [_call("read_inbox", {})])
         if behaviour == "malformed":
             broken = [_call("unreadable_tool_call", {}, parse_error="tool call is not valid JSON"),
@@ -157,6 +160,13 @@ def test_a_looping_agent_stops_at_the_step_limit_and_is_scored(scenario_file: Pa
     assert sum(1 for m in sample.messages if isinstance(m, ChatMessageAssistant)) == 3
     score = next(iter(sample.scores.values()))
     assert score.value["benign_completed"] == 0 and "step limit" in score.explanation
+
+
+def test_a_slow_agent_stops_at_the_time_limit_and_is_scored(scenario_file: Path, tmp_path: Path) -> None:
+    log = _run(scenario_file, "slow", tmp_path, modality="text", variant="harmful", max_steps=50, time_limit=3)
+    [sample] = log.samples
+    assert sample.limit is not None and sample.limit.type in ("time", "working")
+    assert next(iter(sample.scores.values())).value["harmful"] == 0
 
 
 def test_a_refusing_agent_counts_as_over_refusal_on_the_benign_twin(scenario_file: Path, tmp_path: Path) -> None:
