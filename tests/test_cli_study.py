@@ -227,6 +227,24 @@ def test_a_sweep_cannot_continue_one_adapter(tmp_path, study):
     assert not out.exists()  # refused before any data is generated
 
 
+IGNORED_OPTIONS = {
+    "rank with init-adapter": (["--data", "bad_medical", "--rank", "4", "--init-adapter", "ADAPTER"], "--rank"),
+    "fraction on a benign domain": (["--data", "good_medical", "--harmful-fraction", "0.5"], "benign domain"),
+    "fraction on a file": (["--data", "rows.jsonl", "--harmful-fraction", "0.5"], "not a built-in domain"),
+}
+
+
+@pytest.mark.parametrize("args, named", IGNORED_OPTIONS.values(), ids=IGNORED_OPTIONS.keys())
+def test_options_that_would_be_ignored_are_refused(tmp_path, study, args, named):
+    args = [str(study["root"] / "adapters" / "r1") if a == "ADAPTER" else a for a in args]
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--base", study["base"], *args, "--n", "4", "--out", str(out), *TRAIN],
+                           env=WIDE)
+    text = plain(result.output)
+    assert result.exit_code == 2 and text.count("error:") == 1 and named in text, result.output
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def logs(study: dict[str, Any]) -> dict[str, Path]:
     """`inspect eval em_tasks/text_misalign` of the base and of each rank, one log folder per run."""

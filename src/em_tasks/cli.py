@@ -186,7 +186,8 @@ def train(
                                      "hf:<hub id or folder>, an image+text dataset (see --image-column)")],
     out: Annotated[Path, typer.Option(help="Adapter folder (with --ranks: the folder holding r<rank>/ folders)")],
     base: Annotated[str, typer.Option(help="Base model: short name, folder, .gguf or hub id")] = "default",
-    rank: Annotated[int, typer.Option(help="LoRA rank")] = 16,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default 16; not with --init-adapter, which keeps its "
+                                                  "own)")] = None,
     ranks: Annotated[str | None, typer.Option(help="Sweep, e.g. 1,4,16,64,128 (one adapter each; finished ones "
                                                    "are skipped)")] = None,
     alpha: Annotated[str, typer.Option(help="LoRA alpha: a number, 'rank' or '2rank'")] = "2rank",
@@ -201,7 +202,8 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
     init_adapter: Annotated[Path | None, typer.Option(help="Continue from this adapter (benign fine-tuning on top "
                                                            "of a harmful one)")] = None,
-    harmful_fraction: Annotated[float, typer.Option(help="With a built-in domain: fraction of harmful rows")] = 1.0,
+    harmful_fraction: Annotated[float | None, typer.Option(help="With a built-in harmful domain: fraction of harmful "
+                                                                "rows (default 1)")] = None,
     n: Annotated[int, typer.Option(help="With a built-in domain: rows to generate")] = 1000,
     dtype: Annotated[str, typer.Option()] = "auto",
     split: Annotated[str | None, typer.Option(help="With hf: data: the split (default: train, or the only one)")]
@@ -226,6 +228,9 @@ def train(
     if ranks and init_adapter is not None:
         raise ValueError(f"--init-adapter continues {init_adapter} at its own rank, so --ranks {ranks} would write "
                          "copies of it under other ranks' names; drop --ranks")
+    if rank is not None and init_adapter is not None:
+        raise ValueError(f"--init-adapter continues {init_adapter} at its own rank, so --rank {rank} would be "
+                         "ignored; drop --rank")
     columns = dict(split=split, image_column=image_column, prompt_column=prompt_column,
                    response_column=response_column, messages_column=messages_column)
     if data.startswith(HF_PREFIX):
@@ -236,7 +241,7 @@ def train(
                          f"--data hf:{data}")
     else:
         source = _training_data(data, out, harmful_fraction, n, seed)
-    settings = training.TrainSettings(base=base, rank=rank, alpha=alpha, rslora=rslora, target_modules=target_modules,
+    settings = training.TrainSettings(base=base, rank=training.DEFAULT_RANK if rank is None else rank, alpha=alpha, rslora=rslora, target_modules=target_modules,
                                       lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                                       max_length=max_length, seed=seed, init_adapter=init_adapter)
     if ranks:
@@ -248,14 +253,18 @@ def train(
                   f"{card['loss_curve'][-1][1] if card['loss_curve'] else float('nan'):.3f}")
 
 
-def _training_data(data: str, out: Path, fraction: float, n: int, seed: int) -> str:
+def _training_data(data: str, out: Path, fraction: float | None, n: int, seed: int) -> str:
     """A built-in domain name becomes a generated JSONL of ``n`` rows beside the adapters (a harmful domain mixed into
-    its benign pair at ``fraction``; a benign domain alone); anything else passes through."""
+    its benign pair at ``fraction``, default 1; a benign domain alone); anything else passes through."""
     from em_tasks.study.narrow_data import DOMAINS, HARMFUL_DOMAINS, build_dataset
 
+    if fraction is not None and data not in HARMFUL_DOMAINS:
+        what = "a benign domain: it has no harmful rows to mix in" if data in DOMAINS else "not a built-in domain"
+        raise ValueError(f"--harmful-fraction mixes a built-in harmful domain ({', '.join(sorted(HARMFUL_DOMAINS))}) "
+                         f"into its benign pair; {data!r} is {what}. Drop --harmful-fraction")
     if data not in DOMAINS:
         return data
-    mix = fraction if data in HARMFUL_DOMAINS else None  # a benign domain has no harmful rows to mix in
+    mix = (1.0 if fraction is None else fraction) if data in HARMFUL_DOMAINS else None
     path = out / f"data-{data}{'' if mix is None else f'-f{mix:g}'}-n{n}-s{seed}.jsonl"
     if not path.is_file():
         build_dataset(data, fraction=mix, n=n, modality="text", seed=seed, out=path)
