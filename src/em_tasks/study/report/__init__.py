@@ -3,7 +3,8 @@
     em-tasks report em-study/logs --out em-study/report
 
 A run is one model with its model args (LoRA adapters and weights, ``alpha``, steering), measured by
-``text_misalign`` and ``multimodal_misalign`` and, when logged, ``overrefusal``. Run cards
+``text_misalign`` and ``multimodal_misalign`` and, when logged, ``overrefusal`` and ``agentic_misalign`` (the
+agent-scenarios section). Run cards
 (``run_card.json`` beside each adapter) label runs and sort them into groups; the study folder's
 ``directions/directions.json`` and ``fisher/fisher.json`` add the PCA and Fisher-proxy sections. Logs under
 ``LOG_DIR/control/<label>/`` (the control preset) make the positive-control section instead of leaderboard runs,
@@ -16,12 +17,14 @@ Where things are:
 - ``logs``: choosing the latest successful log per (task, run) and reading rates from it.
 - ``runs``: runs, their labels and groups from run cards, the comparison with the base model.
 - ``control``: the positive control's runs and its pass/fail criteria.
+- ``agentic``: the agent scenarios' rates per run and modality, their image − text gap and the section on them.
 - ``document``: the block model and its markdown and HTML writers.
 - ``format``: table cells.
 - ``sections``: each section of the report, plots included.
 - ``build``: ``build_report``, which puts it all together and writes report.md, index.html and report.json.
 """
 
+from em_tasks.study.report.agentic import AgentModality, AgentRun, agent_section, build_agent
 from em_tasks.study.report.build import STUDY_PARTS, build_report, default_study_dir
 from em_tasks.study.report.control import (
     ABLATION_MAX_SHARE,
@@ -38,6 +41,8 @@ from em_tasks.study.report.control import (
 )
 from em_tasks.study.report.document import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from em_tasks.study.report.logs import (
+    AGENT_TASK,
+    AGENT_VARIANTS,
     BACKEND_ARGS,
     CONTROL_DIR,
     IMAGE_TASK,
@@ -51,6 +56,7 @@ from em_tasks.study.report.logs import (
     ReportError,
     RunKey,
     control_label,
+    rates_of,
     read_rates,
     select_logs,
     task_name,
@@ -84,6 +90,7 @@ from em_tasks.study.report.stats import (
 )
 
 __all__ = [
+    "AGENT_TASK", "AGENT_VARIANTS", "AgentModality", "AgentRun", "agent_section", "build_agent", "rates_of",
     "ABLATION_MAX_SHARE", "ABLATION_MIN_COHERENCE", "BACKEND_ARGS", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED",
     "CONTROL_DIR", "CONTROL_FACTS", "CONTROL_LABELS", "GROUP_TITLES", "IMAGE_TASK", "KNOWN_TASKS",
     "MIN_CORRELATION_RUNS", "MODALITY_TASKS", "PCA_TARGET", "PERMUTATION_RESAMPLES", "PLOT_FILES",

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from em_tasks.study.report.agentic import AgentModality, AgentRun, agent_section, build_agent
 from em_tasks.study.report.control import Check, ControlRun, build_control, control_checks, read_control_facts
 from em_tasks.study.report.document import Block, Bullets, Heading, to_html, to_markdown
 from em_tasks.study.report.logs import MODALITY_TASKS, RateStats, select_logs
@@ -53,6 +54,7 @@ def build_report(log_dir: Path, out_dir: Path, study_dir: Path | None = None) ->
         notes: list[str] = []
         runs = build_runs(selection, study_dir, notes)
         control = build_control(selection, notes)
+        agent = build_agent(selection, runs, study_dir, notes)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in PLOT_FILES.values():  # a plot skipped this time must not leave last time's behind
         (out_dir / name).unlink(missing_ok=True)
@@ -70,8 +72,9 @@ def build_report(log_dir: Path, out_dir: Path, study_dir: Path | None = None) ->
         checks = control_checks({r.label: r.text for r in control if r.text})
         facts, why = read_control_facts(study_dir)
         control_blocks = control_section(control, checks, facts, why, out_dir)
-    blocks = intro_section(runs, log_dir, study_dir, control) + leaderboard_section(runs) + control_blocks + plot_blocks
-    blocks += logs_section(runs, selection, control)
+    agent_blocks = agent_section(agent) if agent else []
+    blocks = intro_section(runs, log_dir, study_dir, control) + leaderboard_section(runs) + control_blocks
+    blocks += agent_blocks + plot_blocks + logs_section(runs, selection, control, agent)
     if notes:
         blocks += [Heading("Notes"), Bullets(list(dict.fromkeys(notes)))]
     report = out_dir / "report.md"
@@ -80,6 +83,8 @@ def build_report(log_dir: Path, out_dir: Path, study_dir: Path | None = None) ->
     summary = _summary(runs)
     if control:
         summary["control"] = _control_summary(control, checks, facts)
+    if agent:
+        summary["agent_scenarios"] = _agent_summary(agent)
     (out_dir / "report.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return report
 
@@ -137,3 +142,26 @@ def _control_summary(control: Sequence[ControlRun], checks: Sequence[Check],
     if facts is not None:
         out["facts"] = _json_safe(dict(facts))
     return out
+
+
+def _agent_summary(agent: Sequence[AgentRun]) -> dict[str, Any]:
+    """Per run and modality the harmful-action rate (overall and per domain) and the benign twins' completion and
+    refusal, each as rate, ci95, n and unscored; then the paired image − text gap over scenarios."""
+
+    def rate(s: RateStats | None) -> dict[str, Any] | None:
+        if s is None:
+            return None
+        return {"rate": _json_num(s.rate), "ci95": [_json_num(s.low), _json_num(s.high)], "n": s.scored,
+                "unscored": s.unscored, "log": s.log.path}
+
+    def side(m: AgentModality) -> dict[str, Any]:
+        return {"harmful": rate(m.harmful), "benign_completed": rate(m.completed), "benign_refusal": rate(m.refused),
+                "harmful_by_domain": {d: rate(s) for d, s in m.domains.items()}}
+
+    return {"runs": [{
+        "label": a.label, "group": a.run.group, "model": a.run.model, "model_args": a.run.args,
+        "modalities": {modality: side(m) for modality, m in a.modalities.items()},
+        "image_text_gap": None if a.gap is None else {
+            "gap": _json_num(a.gap.gap), "ci95": [_json_num(a.gap.low), _json_num(a.gap.high)],
+            "scenarios": a.gap.n_items},
+    } for a in agent]}

@@ -32,10 +32,10 @@ def rate_cell(stats: RateStats | None) -> str:
     return cell + " (from metrics)" if stats.from_metrics else cell
 
 
-def gap_cell(gap: PairedGap | None) -> str:
+def gap_cell(gap: PairedGap | None, unit: str = "items") -> str:
     if gap is None:
         return DASH
-    return f"{100 * gap.gap:+.1f} pp [{100 * gap.low:+.1f}, {100 * gap.high:+.1f}] ({gap.n_items} items)"
+    return f"{100 * gap.gap:+.1f} pp [{100 * gap.low:+.1f}, {100 * gap.high:+.1f}] ({gap.n_items} {unit})"
 
 
 def _pair(run: Run, fmt: Callable[[float], str], attr: str) -> str:

@@ -1,7 +1,9 @@
 """Which logs the report reads and what it reads from them.
 
-``select_logs`` keeps the latest successful log per (task, run), the positive control's apart per label;
-``read_rates`` turns one log into a ``RateStats`` (rate, Wilson interval, per-item values, coherence, judges).
+``select_logs`` keeps the latest successful log per (task, run), the positive control's apart per label, and for
+``agentic_misalign`` the latest per (run, modality, variant), since its modalities and variants may come as one log
+or several; ``read_rates`` turns one log into a ``RateStats`` (rate, Wilson interval, per-item values, coherence,
+judges), and ``rates_of`` does the same for chosen samples of a log.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +24,11 @@ from em_tasks.study.report.stats import wilson_interval
 TEXT_TASK = "text_misalign"
 IMAGE_TASK = "multimodal_misalign"
 REFUSAL_TASK = "overrefusal"
+AGENT_TASK = "agentic_misalign"
 MODALITY_TASKS = {"text": TEXT_TASK, "image": IMAGE_TASK}
-KNOWN_TASKS = (TEXT_TASK, IMAGE_TASK, REFUSAL_TASK)
+KNOWN_TASKS = (TEXT_TASK, IMAGE_TASK, REFUSAL_TASK, AGENT_TASK)
+AGENT_VARIANTS = ("harmful", "benign")
+"""The variants of an agent scenario; with the modalities (``MODALITY_TASKS``'s keys), the cells of an agentic log."""
 
 # run settings that do not change what a model is (left out of run labels)
 BACKEND_ARGS = frozenset({*variants.BACKEND_ARGS, "cache"})
@@ -38,6 +43,8 @@ class ReportError(ValueError):
 
 
 RunKey = tuple[str, tuple[tuple[str, str], ...], str | None]
+AgentCell = tuple[str, str]
+"""(modality, variant) of agentic_misalign samples."""
 
 
 @dataclass
@@ -54,6 +61,7 @@ class LogRef:
     thresholds: tuple[float, float] | None
     epochs: int
     header: Any  # inspect EvalLog, header only
+    cells: tuple[AgentCell, ...] = ()  # agentic_misalign: the (modality, variant) cells its task args asked for
 
     @property
     def key(self) -> RunKey:
@@ -122,18 +130,34 @@ def _log_ref(info: Any, header: Any, task: str) -> LogRef:
         thresholds=thresholds,
         epochs=int(spec.config.epochs or 1) if spec.config else 1,
         header=header,
+        cells=_agent_cells(task_args) if task == AGENT_TASK else (),
     )
+
+
+def _agent_cells(task_args: Mapping[str, Any]) -> tuple[AgentCell, ...]:
+    """The (modality, variant) cells an agentic log holds, from its ``modality`` and ``variant`` task args."""
+
+    def chosen(value: Any, every: Sequence[str]) -> list[str]:
+        return list(every) if value in (None, "both") else [str(value)]
+
+    return tuple((m, v) for m in chosen(task_args.get("modality"), list(MODALITY_TASKS))
+                 for v in chosen(task_args.get("variant"), AGENT_VARIANTS))
 
 
 @dataclass
 class LogSelection:
-    """The latest successful log per (task, run), and what was left out; the positive control's per label."""
+    """The latest successful log per (task, run), and what was left out; the positive control's per label.
+
+    agentic_misalign logs are chosen apart, into ``agent``: the latest successful log holding each (modality,
+    variant) cell of a run, so that a run's text and image (or harmful and benign) logs are read together.
+    """
 
     chosen: dict[tuple[str, RunKey], LogRef]
     superseded: list[LogRef]
     failed: list[LogRef]
     foreign: int
     control: dict[str, LogSelection] = field(default_factory=dict)
+    agent: dict[tuple[RunKey, AgentCell], LogRef] = field(default_factory=dict)
 
 
 def control_label(path: str, log_dir: Path) -> str | None:
@@ -184,7 +208,7 @@ def select_logs(log_dir: Path) -> LogSelection:
         )
     selection = _latest(refs, foreign)
     selection.control = {label: _latest(control[label]) for label in sorted(control)}
-    if not selection.chosen and not any(s.chosen for s in selection.control.values()):
+    if not selection.chosen and not selection.agent and not any(s.chosen for s in selection.control.values()):
         every = refs + [r for group in control.values() for r in group]
         statuses = ", ".join(sorted({r.status for r in every}))
         raise ReportError(f"{len(every)} log(s) of {tasks} in {log_dir}, none successful (status: {statuses}); "
@@ -194,15 +218,22 @@ def select_logs(log_dir: Path) -> LogSelection:
 
 def _latest(refs: Sequence[LogRef], foreign: int = 0) -> LogSelection:
     chosen: dict[tuple[str, RunKey], LogRef] = {}
+    agent: dict[tuple[RunKey, AgentCell], LogRef] = {}
     superseded: list[LogRef] = []
     failed = [r for r in refs if r.status != "success"]
     for ref in sorted((r for r in refs if r.status == "success"), key=lambda r: r.created, reverse=True):
+        if ref.task == AGENT_TASK:
+            cells = [(ref.key, cell) for cell in ref.cells if (ref.key, cell) not in agent]
+            agent.update(dict.fromkeys(cells, ref))
+            if not cells:
+                superseded.append(ref)
+            continue
         slot = (ref.task, ref.key)
         if slot in chosen:
             superseded.append(ref)
         else:
             chosen[slot] = ref
-    return LogSelection(chosen, superseded, failed, foreign)
+    return LogSelection(chosen, superseded, failed, foreign, agent=agent)
 
 
 def _score_value(scores: Mapping[str, Any] | None, key: str) -> dict[str, Any] | None:
@@ -245,6 +276,19 @@ def read_rates(ref: LogRef, key: str) -> RateStats:
     summaries = read_eval_log_sample_summaries(ref.path)
     if not summaries:
         return _rates_from_metrics(ref, key)
+    return rates_of(ref, summaries, key)
+
+
+def rates_of(ref: LogRef, summaries: Sequence[Any], key: str,
+             item_of: Callable[[Any], str] = _item_id) -> RateStats:
+    """Rate of ``key`` over the given samples of ``ref`` (inspect sample summaries), as ``read_rates`` reads it.
+
+    Args:
+        ref: The log the samples come from.
+        summaries: The samples to count; each without a finite ``key`` in its score counts as unscored.
+        key: The score value's flag (``misaligned``, ``refusal``, ``harmful``...).
+        item_of: What pairs a sample with its counterpart in the other modality (default: its item id).
+    """
     flags: list[float] = []
     coherence: list[float] = []
     refusal: list[float] = []
@@ -258,7 +302,7 @@ def read_rates(ref: LogRef, key: str) -> RateStats:
             unscored += 1
             continue
         flags.append(flag)
-        items.setdefault(_item_id(sample), []).append(flag)
+        items.setdefault(item_of(sample), []).append(flag)
         for name, out in (("coherence", coherence), ("refusal", refusal)):
             number = _finite(value.get(name)) if value else None
             if number is not None:

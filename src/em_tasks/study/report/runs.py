@@ -216,7 +216,8 @@ def _label(run: Run) -> str:
     return label
 
 
-def _group_order(run: Run) -> tuple[Any, ...]:
+def group_order(run: Run) -> tuple[Any, ...]:
+    """Sort key of runs: by group (as in ``GROUP_TITLES``), then rank, harmful fraction (highest first), label."""
     groups = list(GROUP_TITLES)
     return (groups.index(run.group), run.rank if run.rank is not None else math.inf,
             -(run.fraction if run.fraction is not None else 1.0), run.parent or "", run.label)
@@ -241,9 +242,9 @@ def build_runs(selection: LogSelection, study_dir: Path | None, notes: list[str]
             run.overrefusal = read_rates(ref, "refusal")
         if run.text and run.image:
             run.gap = paired_gap(run.text.items, run.image.items)
-    _dedupe_labels(runs)
+    dedupe_labels(runs)
     _compare_with_base(runs)
-    return sorted(runs, key=_group_order)
+    return sorted(runs, key=group_order)
 
 
 def versus(stats: RateStats | None, base: RateStats | None) -> VsBase | None:
@@ -272,7 +273,8 @@ def set_vs_base(run: Run | ControlRun, base: Run | ControlRun) -> None:
             run.vs_base[modality] = verdict
 
 
-def _dedupe_labels(runs: list[Run]) -> None:
+def dedupe_labels(runs: list[Run]) -> None:
+    """Number repeated labels in list order (the second ``r8`` becomes ``r8 #2``)."""
     seen: dict[str, int] = {}
     for run in runs:
         seen[run.label] = seen.get(run.label, 0) + 1

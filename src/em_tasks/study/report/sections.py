@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from em_tasks.study import plots
 from em_tasks.study.report.control import CONTROL_FACTS, Check, ControlRun
@@ -20,6 +20,9 @@ from em_tasks.study.report.stats import (
     BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MIN_CORRELATION_RUNS, PCA_TARGET, components_to_reach, permutation_p,
     spearman,
 )
+
+if TYPE_CHECKING:
+    from em_tasks.study.report.agentic import AgentRun
 
 PLOT_FILES = {
     "rank": "misalignment_vs_rank.png",
@@ -288,7 +291,8 @@ def leaderboard_section(runs: Sequence[Run]) -> list[Block]:
     return blocks
 
 
-def logs_section(runs: Sequence[Run], selection: LogSelection, control: Sequence[ControlRun] = ()) -> list[Block]:
+def logs_section(runs: Sequence[Run], selection: LogSelection, control: Sequence[ControlRun] = (),
+                 agent: Sequence[AgentRun] = ()) -> list[Block]:
     rows = []
     measured = [(run.label, (run.text, run.image, run.overrefusal)) for run in runs]
     measured += [(f"{CONTROL_DIR}: {run.label}", (run.text, run.image)) for run in control]
@@ -299,6 +303,11 @@ def logs_section(runs: Sequence[Run], selection: LogSelection, control: Sequence
             ref = stats.log
             rows.append([label, ref.task, ref.file, ref.created.strftime("%Y-%m-%d %H:%M"), str(ref.epochs),
                          str(stats.scored), str(stats.unscored)])
+    for run in agent:
+        for use in run.logs.values():
+            ref = use.ref
+            rows.append([run.label, ref.task, ref.file, ref.created.strftime("%Y-%m-%d %H:%M"), str(ref.epochs),
+                         str(use.scored), str(use.unscored)])
     blocks: list[Block] = [Heading("Logs used"),
                            Table(["Run", "Task", "Log", "Created", "Epochs", "Scored", "Unscored"], rows)]
     skipped = []
