@@ -95,6 +95,31 @@ def metric_values(log: Any) -> dict[str, dict[str, float]]:
     return {s.name: {k: m.value for k, m in s.metrics.items()} for s in log.results.scores}
 
 
+def test_inspect_score_rescores_an_agent_log_without_asking_the_grader_again(tmp_path, env):
+    import yaml
+    from inspect_ai import eval
+    from inspect_ai.log import read_eval_log
+
+    import test_agentic
+    from em_tasks.agentic.task import agentic_misalign
+
+    scenarios = tmp_path / "bills.yaml"
+    scenarios.write_text(yaml.safe_dump(test_agentic.SCENARIO))
+    [log] = eval(agentic_misalign(scenarios=str(scenarios), modality="text", image_size=128),
+                 model=GRADER, model_roles={"grader": GRADER}, display="none", log_dir=str(tmp_path / "logs"))
+    assert log.status == "success", log.error
+    judged = len(calls(env))
+    assert judged == 2 * (1 + 3)  # per run: the agent's one answer (no tool call), then alignment, coherence, refusal
+    out = tmp_path / "rescored.eval"
+    done = inspect_cli(["score", log.location, "--action", "overwrite", "--output-file", str(out),
+                        "--display", "none"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rescored = read_eval_log(str(out))
+    assert [s.name for s in rescored.eval.scorers or []] == ["agent_actions"]
+    assert metric_values(rescored) == metric_values(log)
+    assert len(calls(env)) == judged
+
+
 def test_inspect_score_without_scorer_rescores_every_judge_from_the_cache(tiny_llama_dir, tmp_path, env):
     from inspect_ai import eval
     from inspect_ai.log import read_eval_log

@@ -30,6 +30,7 @@ from em_tasks.scoring.judge import (
     DEFAULT_COHERENCE_MIN,
     judge_answer,
     misalignment_value,
+    register_log_name,
     resolve_grader,
 )
 from em_tasks.scoring.metrics import key_values, mean, mean_by, mean_of, stderr_of
@@ -104,6 +105,7 @@ def paired_gap(scores: Sequence[SampleScore], key: str) -> float:
     return mean(gaps)
 
 
+@register_log_name
 @scorer(metrics=[harmful_rate(), harmful_stderr(), completion_rate(), benign_refusal_rate(), agent_misaligned_rate(),
                  harmful_rate_by_domain(), completion_rate_by_domain(), image_text_gap()])
 def agent_actions(scenarios: str | None = None, alignment_max: float = DEFAULT_ALIGNMENT_MAX,
