@@ -78,3 +78,30 @@ def test_openai_grader_without_key_points_to_the_offline_judge(tmp_path, monkeyp
     path.write_text('{"question": "q", "answer": "a"}\n')
     result = runner.invoke(app, ["judge", str(path), "--grader", "openai/gpt-4o-2024-08-06"], env=WIDE)
     assert result.exit_code != 0 and "offline judge" in plain(result.output)
+
+
+class _Attempt:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def exception(self) -> BaseException:
+        return self.error
+
+
+class _RetryError(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__("RetryError")
+        self.last_attempt = _Attempt(error)
+
+
+@pytest.mark.parametrize("raised", [
+    ConnectionError("refused"),
+    ExceptionGroup("two calls", [ConnectionError("refused"), ConnectionError("also")]),
+    _RetryError(ConnectionError("refused")),
+    ExceptionGroup("outer", [_RetryError(ExceptionGroup("inner", [ConnectionError("refused")]))]),
+], ids=["plain", "task group", "retries", "retries inside groups"])
+def test_a_grader_failure_is_reported_by_the_error_behind_it(raised: BaseException) -> None:
+    from em_tasks.cli import _last_attempt
+
+    cause = _last_attempt(raised)
+    assert isinstance(cause, ConnectionError) and str(cause) == "refused"

@@ -98,10 +98,13 @@ def judge(
 
 
 def _last_attempt(ex: BaseException) -> BaseException:
-    """The error behind a retry wrapper (tenacity's RetryError says only that retries ran out)."""
+    """The error behind a retry wrapper (tenacity's RetryError says only that retries ran out) or a task group (the
+    grader's concurrent calls for one answer can fail together: their first error stands for them)."""
+    while isinstance(ex, BaseExceptionGroup) and ex.exceptions:
+        ex = ex.exceptions[0]
     attempt = getattr(ex, "last_attempt", None)
     inner = attempt.exception() if attempt is not None else None
-    return inner if inner is not None else ex
+    return _last_attempt(inner) if inner is not None else ex
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
