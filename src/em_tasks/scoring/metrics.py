@@ -75,10 +75,11 @@ def stderr_of(key: str) -> Callable[[list[SampleScore]], float]:
     return compute
 
 
-def mean_by(key: str, field: str = "category", label: str | None = None
+def mean_by(key: str, field: str = "category", label: str | None = None, skip_empty: bool = False
             ) -> Callable[[list[SampleScore]], dict[str, float]]:
     """A metric function: the mean of one score key per value of a sample metadata ``field``, keyed
-    ``<label>/<group>`` (label defaults to ``<key>_rate``); groups where no sample has the key are left out."""
+    ``<label>/<group>`` (label defaults to ``<key>_rate``). A group where no sample has the key is NaN, or left out
+    with ``skip_empty`` (for keys only some samples carry, such as the agent task's ``harmful``)."""
 
     def compute(scores: list[SampleScore]) -> dict[str, float]:
         groups: dict[str, list[SampleScore]] = {}
@@ -87,7 +88,7 @@ def mean_by(key: str, field: str = "category", label: str | None = None
             groups.setdefault(str(group or UNCATEGORIZED), []).append(sample_score)
         means = {name: key_values(group, key) for name, group in sorted(groups.items())}
         return {f"{label or key + '_rate'}/{name}": mean(values) for name, values in means.items()
-                if values or field == "category"}
+                if values or not skip_empty}
 
     return compute
 
