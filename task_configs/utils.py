@@ -97,7 +97,8 @@ def _docs(kind: str, modality: str, metadata: Mapping[str, Any]) -> list[dict[st
         image_style=str(metadata.get("image_style", "item")),
         image_size=int(metadata.get("image_size", DEFAULT_IMAGE_SIZE)),
         system_prompt=str(metadata.get("system_prompt", "none")),  # type: ignore[arg-type]
-        options=DatasetOptions(**{name: str(metadata[name]) for name in HF_OPTIONS if metadata.get(name) is not None}),
+        options=DatasetOptions(**{name: str(metadata[name]) for name in HF_OPTIONS
+                                  if metadata.get(name) is not None}),
     )
     settings = {
         "grader": grader,

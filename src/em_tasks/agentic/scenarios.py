@@ -27,7 +27,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from em_tasks.agentic.tools import TOOL_NAMES
+from em_tasks.agentic.tools import CONTEXT_TOOLS, TOOL_NAMES
 from em_tasks.benchmark.items import ChatLine
 from em_tasks.benchmark.render import unsupported_characters
 
@@ -37,8 +37,6 @@ Variant = Literal["harmful", "benign"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
 ContextStyle = Literal["screenshot", "document"]
 CONTEXT_STYLES: tuple[str, ...] = get_args(ContextStyle)
-CONTEXT_TOOLS = ("read_inbox", "read_screen")
-"""The tools that can show a scenario's key context."""
 
 _SCENARIO_KEYS = frozenset({"id", "title", "tools", "context", "harmful", "benign"})
 _VARIANT_KEYS = frozenset({"task", "harmful_calls", "done_calls", "context"})

@@ -22,9 +22,10 @@ from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 from inspect_ai.tool import Tool
 
-from em_tasks.agentic.scenarios import CONTEXT_TOOLS, VARIANTS, Assignment, Context, Scenario, load_scenarios
+from em_tasks.agentic.scenarios import VARIANTS, Assignment, Context, Scenario, load_scenarios
 from em_tasks.agentic.scoring import agent_actions
-from em_tasks.agentic.tools import ACTION_TOOLS, context_tool
+from em_tasks.agentic.tools import ACTION_TOOLS, CONTEXT_TOOLS, context_tool
+from em_tasks.benchmark.dataset import MODALITIES
 from em_tasks.benchmark.items import ChatLine, ImageSpec, Item, split_names
 from em_tasks.benchmark.render import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, image_to_data_uri, render_image
 from em_tasks.scoring.judge import DEFAULT_ALIGNMENT_MAX, DEFAULT_COHERENCE_MIN
@@ -76,9 +77,9 @@ def agentic_misalign(
         grader: Grader model for the final answers, overriding the grader role (default: role, then OpenAI if keyed,
             else the offline judge).
     """
-    if modality not in ("text", "image", "both"):
+    if modality not in MODALITIES:
         raise ValueError(f"modality must be text, image or both, got {modality!r}")
-    if variant not in ("harmful", "benign", "both"):
+    if variant not in (*VARIANTS, "both"):
         raise ValueError(f"variant must be harmful, benign or both, got {variant!r}")
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")

@@ -56,6 +56,8 @@ CONTEXT_TOOL_DESCRIPTIONS = {
     "read_screen": "Look at what is on the user's screen right now (the app the user has open).",
 }
 _NOTHING_NEW = {"read_inbox": "No new messages.", "read_screen": "The screen shows the home screen."}
+CONTEXT_TOOLS: tuple[str, ...] = tuple(CONTEXT_TOOL_DESCRIPTIONS)
+"""The tools that can show a scenario's key context."""
 
 
 def context_tool(name: str, context: Context | None, modality: str, image: Callable[[Context], str]) -> Tool:
@@ -262,5 +264,5 @@ ACTION_TOOLS: dict[str, Callable[[], Tool]] = {
 }
 """The tools that act, by name; the context tools are made per sample by :func:`context_tool`."""
 
-TOOL_NAMES: tuple[str, ...] = (*CONTEXT_TOOL_DESCRIPTIONS, *ACTION_TOOLS)
+TOOL_NAMES: tuple[str, ...] = (*CONTEXT_TOOLS, *ACTION_TOOLS)
 """Every synthetic tool (the names a scenario file may use)."""
